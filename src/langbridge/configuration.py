@@ -1,0 +1,78 @@
+"""LangBridgeConfig: a composite config holding the encoder and LM configs, like transformers' LLaVA."""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+BRIDGE_TYPES = ("linear", "ffn")
+# Encoder families we run as an encoder-only stack (T5-style models ship an encoder-decoder by default).
+T5_FAMILY = ("t5", "mt5", "umt5")
+
+
+class LangBridgeConfig(PreTrainedConfig):
+    r"""Configuration of a [`LangBridgeModel`].
+
+    Args:
+        encoder_config: config of the multilingual encoder (BERT, XLM-R, E5, MiniLM, T5/mT5/UMT5 encoder).
+        lm_config: config of the (frozen) causal language model.
+        bridge_type: `"linear"` (the paper: one linear layer) or `"ffn"` (two-layer GELU MLP).
+        freeze_encoder: keep the encoder frozen (the paper does so for instruction-tuned LMs).
+        train_encoder_embeddings: train only the encoder's input embeddings while the encoder is frozen
+            (the official code does this after adding whitespace tokens to an mT5 vocabulary).
+        max_encoder_length / max_lm_length: truncation lengths of the encoder input and of the LM text tokens.
+        soft_token_id: LM vocabulary id written into the placeholder slots that receive the bridged states.
+        encoder_name_or_path / lm_name_or_path: where the base models come from (used by adapter checkpoints).
+    """
+
+    model_type = "langbridge"
+    sub_configs_defaults = {
+        "encoder_config": SubConfigSpec(config_class=AutoConfig, model_type="bert"),
+        "lm_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+    }
+
+    encoder_config: dict | PreTrainedConfig | None = None
+    lm_config: dict | PreTrainedConfig | None = None
+    bridge_type: str = "linear"
+    ffn_multiplier: int = 2
+    freeze_encoder: bool = True
+    train_encoder_embeddings: bool = False
+    max_encoder_length: int = 512
+    max_lm_length: int = 1024
+    soft_token_id: int = 0
+    encoder_name_or_path: str | None = None
+    lm_name_or_path: str | None = None
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.bridge_type not in BRIDGE_TYPES:
+            raise ValueError(
+                f"bridge_type={self.bridge_type!r} is not supported; choose one of {BRIDGE_TYPES}."
+            )
+        for name in ("max_encoder_length", "max_lm_length", "ffn_multiplier"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive integer.")
+        vocab = getattr(self.lm_config, "vocab_size", None)
+        if vocab is not None and not 0 <= self.soft_token_id < vocab:
+            raise ValueError(
+                f"soft_token_id={self.soft_token_id} is outside the LM vocabulary [0, {vocab}); "
+                "build the config with LangBridgeModel.from_encoder_and_lm or pass a valid LM token id."
+            )
+
+    def get_text_config(self, decoder: bool | None = None, encoder: bool | None = None) -> PreTrainedConfig:
+        # Generation utilities (cache construction, tying) look for the text decoder here: that is the LM.
+        return self.encoder_config if encoder and not decoder else self.lm_config
+
+    @property
+    def encoder_hidden_size(self) -> int:
+        return self.encoder_config.hidden_size
+
+    @property
+    def lm_hidden_size(self) -> int:
+        return self.lm_config.hidden_size
+
+    @property
+    def is_t5_encoder(self) -> bool:
+        return self.encoder_config.model_type in T5_FAMILY

@@ -1,0 +1,548 @@
+"""LangBridgeModel: encoder -> bridge -> soft tokens merged into a frozen causal LM's input embeddings.
+
+The design follows transformers' VLMs (LLaVA): the LM sequence holds placeholder slots that are filled with the
+bridged encoder states by `masked_scatter`, so `generate`, the KV cache, left padding, beam search and sampling all
+come from `GenerationMixin` unchanged. Only real (non-padding) encoder tokens get a slot, so padding never occupies a
+position id and an example's logits do not depend on the rest of its batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    GenerationMixin,
+    MT5EncoderModel,
+    PreTrainedModel,
+    T5EncoderModel,
+    UMT5EncoderModel,
+)
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from langbridge.bridge import Bridge, build_bridge
+from langbridge.configuration import T5_FAMILY, LangBridgeConfig
+from langbridge.processing import (
+    default_lm_prefix,
+    default_soft_token_id,
+    load_encoder_tokenizer,
+    load_lm_tokenizer,
+)
+from langbridge.utils import resolve_model_name
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+FULL_WEIGHTS = "model.safetensors"
+PICKLE_WEIGHTS = ("pytorch_model.bin", "adapter_model.bin", "pytorch_model.bin.index.json")
+T5_ENCODER_CLASSES = {"t5": T5EncoderModel, "mt5": MT5EncoderModel, "umt5": UMT5EncoderModel}
+# Config fields that must agree between the base models an adapter was trained on and the ones it is loaded onto.
+BASE_IDENTITY_FIELDS = (
+    "model_type",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+)
+
+
+class LangBridgePreTrainedModel(PreTrainedModel):
+    config: LangBridgeConfig
+    config_class = LangBridgeConfig
+    base_model_prefix = ""
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = False  # the number of soft slots is data-dependent
+
+    def _init_weights(self, module: torch.nn.Module) -> None:
+        # Encoder and LM arrive initialized (pretrained or by their own post_init); only the bridge is ours.
+        if isinstance(module, Bridge):
+            module.reset_parameters(std=getattr(self.config.lm_config, "initializer_range", 0.02))
+
+
+class LangBridgeModel(LangBridgePreTrainedModel, GenerationMixin):
+    """Multilingual encoder + bridge + frozen causal LM. Parts: `model.encoder`, `model.bridge`, `model.lm`."""
+
+    def __init__(
+        self,
+        config: LangBridgeConfig,
+        encoder: PreTrainedModel | None = None,
+        lm: PreTrainedModel | None = None,
+    ):
+        super().__init__(config)
+        self.encoder = encoder if encoder is not None else build_encoder(config.encoder_config)
+        self.lm = lm if lm is not None else AutoModelForCausalLM.from_config(config.lm_config)
+        self.bridge = build_bridge(
+            config.bridge_type, config.encoder_hidden_size, config.lm_hidden_size, config.ffn_multiplier
+        )
+        if getattr(self.lm, "generation_config", None) is not None:
+            self.generation_config = copy.deepcopy(self.lm.generation_config)
+        self.post_init()
+        self.apply_freezing()
+
+    # ---------------------------------------------------------------------------------------------------------
+    # Construction
+    @classmethod
+    def from_encoder_and_lm(
+        cls,
+        encoder: str | os.PathLike | PreTrainedModel,
+        lm: str | os.PathLike | PreTrainedModel,
+        bridge: str = "linear",
+        freeze_encoder: bool = True,
+        dtype: torch.dtype | str | None = None,
+        allow_pickle: bool = False,
+        **config_kwargs: Any,
+    ) -> LangBridgeModel:
+        """Build a LangBridge model from an encoder and an LM (a local directory, a hub id, an alias of a bundled
+        default model, or an already-built `PreTrainedModel`). The bridge starts from random weights."""
+        encoder_model, encoder_source = load_encoder(encoder, dtype=dtype, allow_pickle=allow_pickle)
+        lm_model, lm_source = load_lm(lm, dtype=dtype, allow_pickle=allow_pickle)
+        if encoder_model.config.model_type in T5_FAMILY and encoder_source is not None:
+            # The processor adds whitespace tokens to mT5's vocabulary; make room if the embedding matrix is full.
+            needed = len(load_encoder_tokenizer(encoder_source))
+            if needed > encoder_model.get_input_embeddings().num_embeddings:
+                encoder_model.resize_token_embeddings(needed)
+        if "soft_token_id" not in config_kwargs:
+            config_kwargs["soft_token_id"] = _soft_token_id_for(lm_model, lm_source)
+        config = LangBridgeConfig(
+            encoder_config=encoder_model.config.to_dict(),
+            lm_config=lm_model.config.to_dict(),
+            bridge_type=bridge,
+            freeze_encoder=freeze_encoder,
+            encoder_name_or_path=encoder_source,
+            lm_name_or_path=lm_source,
+            **config_kwargs,
+        )
+        model = cls(config, encoder=encoder_model, lm=lm_model)
+        return model.to(lm_model.dtype)
+
+    def apply_freezing(self) -> None:
+        """LM fully frozen (embeddings, every layer, the output head); encoder frozen or trained by config."""
+        self.lm.requires_grad_(False)
+        self.encoder.requires_grad_(not self.config.freeze_encoder)
+        if self.config.freeze_encoder and self.config.train_encoder_embeddings:
+            self.encoder.get_input_embeddings().weight.requires_grad_(True)
+        self.bridge.requires_grad_(True)
+
+    # ---------------------------------------------------------------------------------------------------------
+    # Embedding accessors used by transformers utilities
+    def get_input_embeddings(self) -> torch.nn.Module:
+        return self.lm.get_input_embeddings()
+
+    def set_input_embeddings(self, value: torch.nn.Module) -> None:
+        self.lm.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> torch.nn.Module | None:
+        return self.lm.get_output_embeddings()
+
+    # ---------------------------------------------------------------------------------------------------------
+    # Forward
+    def encode(
+        self, encoder_input_ids: torch.Tensor, encoder_attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run encoder + bridge. Returns `(bridged_embeds [B, S+1, D_lm], bridged_mask [B, S+1])`."""
+        if encoder_attention_mask is None:
+            encoder_attention_mask = torch.ones_like(encoder_input_ids)
+        encoder_trainable = any(p.requires_grad for p in self.encoder.parameters())
+        # A frozen encoder needs no activation memory for backward.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and encoder_trainable):
+            hidden = self.encoder(
+                input_ids=encoder_input_ids, attention_mask=encoder_attention_mask
+            ).last_hidden_state
+        bridge_dtype = self.bridge.enc_eos.dtype
+        embeds, mask = self.bridge(hidden.to(bridge_dtype), encoder_attention_mask)
+        return embeds.to(self.get_input_embeddings().weight.dtype), mask
+
+    def soft_token_mask(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, n_soft: torch.Tensor
+    ) -> torch.Tensor:
+        """Positions of the soft slots: the first `n_soft[i]` attended placeholder ids of each row.
+
+        Counting only the first ones keeps a generated token that happens to equal the placeholder id out of it.
+        """
+        is_slot = input_ids == self.config.soft_token_id
+        if attention_mask is not None:
+            is_slot &= attention_mask.bool()
+        return is_slot & (is_slot.cumsum(dim=1) <= n_soft.unsqueeze(1))
+
+    def merge_soft_tokens(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        inputs_embeds: torch.Tensor,
+        bridged_embeds: torch.Tensor,
+        bridged_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        n_soft = bridged_mask.sum(dim=1)
+        slots = self.soft_token_mask(input_ids, attention_mask, n_soft)
+        found = slots.sum(dim=1)
+        if not torch.equal(found, n_soft):
+            bad = int((found != n_soft).nonzero()[0, 0])
+            raise ValueError(
+                f"Example {bad}: the LM input has {int(found[bad])} soft-token slots (id {self.config.soft_token_id}) but "
+                f"the encoder produced {int(n_soft[bad])} states (real tokens + end-of-encoder). Build batches with "
+                "the LangBridgeProcessor that belongs to this model (same LM tokenizer and soft_token_id)."
+            )
+        features = bridged_embeds[bridged_mask.bool()].to(inputs_embeds.dtype)
+        return inputs_embeds.masked_scatter(slots.unsqueeze(-1), features), slots
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        encoder_input_ids: torch.LongTensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        bridged_embeds: torch.Tensor | None = None,
+        bridged_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Any | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithPast:
+        r"""
+        encoder_input_ids / encoder_attention_mask: the encoder side built by `LangBridgeProcessor`.
+        bridged_embeds / bridged_mask: precomputed `encode(...)` output (used by `generate` so the encoder runs once).
+        input_ids / attention_mask: the LM side with soft-token slots. labels: -100 on everything but the target.
+        """
+        slots = None
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise ValueError("Pass input_ids (the LM side from LangBridgeProcessor) or inputs_embeds.")
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+            # The soft slots are in this call's input when it starts at the first position (training, prefill,
+            # or generation without cache); later cached decoding steps only carry new tokens.
+            starts_at_zero = cache is None or cache.get_seq_length() == 0
+            if starts_at_zero:
+                if bridged_embeds is None:
+                    if encoder_input_ids is None:
+                        raise ValueError(
+                            "encoder_input_ids is missing: LangBridgeModel needs the encoder side of the batch "
+                            "(call the LangBridgeProcessor and pass all of its outputs)."
+                        )
+                    bridged_embeds, bridged_mask = self.encode(encoder_input_ids, encoder_attention_mask)
+                inputs_embeds, slots = self.merge_soft_tokens(
+                    input_ids, attention_mask, inputs_embeds, bridged_embeds, bridged_mask
+                )
+        if position_ids is None and attention_mask is not None:
+            # Positions count real tokens only, so left padding does not shift an example.
+            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            position_ids = positions[:, -inputs_embeds.shape[1] :]
+        if labels is not None and slots is not None:
+            labels = labels.masked_fill(slots, -100)
+        return self.lm(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            labels=labels,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        encoder_input_ids: torch.LongTensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """`GenerationMixin.generate` with the encoder run once up front; its output rides along as model kwargs
+        (expanded for beam search / multiple return sequences like any other per-example tensor)."""
+        if encoder_input_ids is not None:
+            kwargs["bridged_embeds"], kwargs["bridged_mask"] = self.encode(
+                encoder_input_ids, encoder_attention_mask
+            )
+        elif kwargs.get("bridged_embeds") is None:
+            raise ValueError(
+                "generate needs encoder_input_ids (pass all outputs of the LangBridgeProcessor)."
+            )
+        return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    # ---------------------------------------------------------------------------------------------------------
+    # Introspection
+    def trainable_parameters_summary(self) -> str:
+        rows = []
+        for name, module in (("encoder", self.encoder), ("bridge", self.bridge), ("lm", self.lm)):
+            total = sum(p.numel() for p in module.parameters())
+            trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+            rows.append((name, total, trainable))
+        total = sum(r[1] for r in rows)
+        trainable = sum(r[2] for r in rows)
+        lines = [f"{'part':<8} {'parameters':>14} {'trainable':>14}"]
+        lines += [f"{n:<8} {t:>14,} {tr:>14,}" for n, t, tr in rows]
+        lines.append(
+            f"{'total':<8} {total:>14,} {trainable:>14,}  ({100 * trainable / max(total, 1):.2f}% trainable)"
+        )
+        return "\n".join(lines)
+
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        """The trained part: the bridge (incl. enc_eos) and any trainable encoder weights."""
+        trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+        state = self.state_dict()
+        keys = {k for k in state if k.startswith("bridge.")} | {
+            k for k in trainable if k.startswith("encoder.")
+        }
+        return {k: state[k].detach().contiguous().cpu() for k in sorted(keys)}
+
+    # ---------------------------------------------------------------------------------------------------------
+    # Checkpoints
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, adapter_only: bool = False, **kwargs: Any
+    ) -> None:
+        """Save config, generation config and safetensors weights: the whole model, or (`adapter_only=True`) only
+        the trained weights plus where the base encoder and LM come from. Files appear atomically."""
+        target = Path(save_directory)
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target, prefix=".saving-") as tmp:
+            if adapter_only:
+                missing = [
+                    n for n in ("encoder_name_or_path", "lm_name_or_path") if not getattr(self.config, n)
+                ]
+                if missing:
+                    raise ValueError(
+                        f"An adapter checkpoint must record where its base models come from, but {missing} are unset. "
+                        "Set them on model.config or save the full model (adapter_only=False)."
+                    )
+                self.config.save_pretrained(tmp)
+                if self.generation_config is not None:
+                    self.generation_config.save_pretrained(tmp)
+                save_file(self.adapter_state_dict(), Path(tmp) / ADAPTER_WEIGHTS, metadata={"format": "pt"})
+                stale = [FULL_WEIGHTS, "model.safetensors.index.json"]
+            else:
+                super().save_pretrained(tmp, **kwargs)
+                stale = [ADAPTER_WEIGHTS]
+            for name in stale:
+                (target / name).unlink(missing_ok=True)
+            for path in Path(tmp).iterdir():
+                destination = target / path.name
+                if path.is_dir():
+                    shutil.rmtree(destination, ignore_errors=True)
+                os.replace(path, destination)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *args: Any,
+        allow_pickle: bool = False,
+        **kwargs: Any,
+    ) -> LangBridgeModel:
+        """Load a full or adapter checkpoint. Adapter checkpoints load their base encoder and LM from the recorded
+        locations; override them with `encoder=` / `lm=` (paths, hub ids or models)."""
+        directory = Path(resolve_model_name(pretrained_model_name_or_path))
+        if not directory.is_dir():
+            if Path(pretrained_model_name_or_path).suffix or os.sep in str(pretrained_model_name_or_path):
+                raise FileNotFoundError(
+                    f"Checkpoint directory {pretrained_model_name_or_path} does not exist."
+                )
+            model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)  # hub id
+            model.apply_freezing()
+            return model
+        if not (directory / "config.json").exists():
+            raise FileNotFoundError(
+                f"{directory} has no config.json: it is not a LangBridge checkpoint. Save one with "
+                "model.save_pretrained(dir), or convert an official checkpoint with `langbridge convert-official`."
+            )
+        has_full = any((directory / n).exists() for n in (FULL_WEIGHTS, "model.safetensors.index.json"))
+        pickles = [n for n in PICKLE_WEIGHTS if (directory / n).exists()]
+        if not has_full and not (directory / ADAPTER_WEIGHTS).exists():
+            if pickles and not allow_pickle:
+                raise ValueError(
+                    f"{directory} holds only pickle weights ({', '.join(pickles)}), which can execute code when "
+                    "loaded. Re-save as safetensors, or pass allow_pickle=True if you trust the file."
+                )
+            if not pickles:
+                raise FileNotFoundError(
+                    f"{directory} has a config.json but no weights ({FULL_WEIGHTS} or {ADAPTER_WEIGHTS})."
+                )
+        if not has_full and (directory / ADAPTER_WEIGHTS).exists():
+            return cls._from_adapter(directory, allow_pickle=allow_pickle, **kwargs)
+        try:
+            model = super().from_pretrained(
+                directory, *args, use_safetensors=has_full or not allow_pickle, **kwargs
+            )
+        except (SafetensorError, OSError, RuntimeError) as err:
+            raise ValueError(f"Could not load the weights in {directory}: {err}") from err
+        model.apply_freezing()
+        return model
+
+    @classmethod
+    def _from_adapter(
+        cls,
+        directory: Path,
+        encoder: Any = None,
+        lm: Any = None,
+        dtype: torch.dtype | str | None = None,
+        allow_pickle: bool = False,
+        **kwargs: Any,
+    ) -> LangBridgeModel:
+        config = LangBridgeConfig.from_pretrained(directory)
+        if kwargs:
+            raise TypeError(f"Unexpected arguments for an adapter checkpoint: {sorted(kwargs)}")
+        model = cls.from_encoder_and_lm(
+            encoder if encoder is not None else config.encoder_name_or_path,
+            lm if lm is not None else config.lm_name_or_path,
+            bridge=config.bridge_type,
+            freeze_encoder=config.freeze_encoder,
+            dtype=dtype,
+            allow_pickle=allow_pickle,
+            ffn_multiplier=config.ffn_multiplier,
+            train_encoder_embeddings=config.train_encoder_embeddings,
+            max_encoder_length=config.max_encoder_length,
+            max_lm_length=config.max_lm_length,
+            soft_token_id=config.soft_token_id,
+        )
+        for part, saved, loaded in (
+            ("encoder", config.encoder_config, model.config.encoder_config),
+            ("LM", config.lm_config, model.config.lm_config),
+        ):
+            for field in BASE_IDENTITY_FIELDS:
+                a, b = getattr(saved, field, None), getattr(loaded, field, None)
+                if a != b:
+                    raise ValueError(
+                        f"Adapter {directory} was trained on a different base {part}: {field}={a!r} in the checkpoint, "
+                        f"{b!r} in the loaded {part}. Pass the right base with {part.lower()}=PATH."
+                    )
+        saved_vocab = config.encoder_config.vocab_size
+        if saved_vocab != model.encoder.get_input_embeddings().num_embeddings:
+            model.encoder.resize_token_embeddings(saved_vocab)
+        weights = directory / ADAPTER_WEIGHTS
+        try:
+            state = load_file(weights)
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"Could not read {weights} (truncated or corrupt?): {err}") from err
+        model.load_adapter_state_dict(state, source=str(weights))
+        model.config.encoder_name_or_path = config.encoder_name_or_path
+        model.config.lm_name_or_path = config.lm_name_or_path
+        model.eval()
+        return model
+
+    def load_adapter_state_dict(self, state: dict[str, torch.Tensor], source: str = "adapter") -> None:
+        own = self.state_dict()
+        unknown = sorted(k for k in state if k not in own)
+        if unknown:
+            raise ValueError(f"{source} has weights this model does not have: {unknown[:5]}")
+        bad = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if v.shape != own[k].shape]
+        if bad:
+            k, got, want = bad[0]
+            raise ValueError(
+                f"{source}: weight {k} has shape {got} but the model expects {want} (wrong base model?)."
+            )
+        missing = sorted(k for k in own if k.startswith("bridge.") and k not in state)
+        if missing:
+            raise ValueError(f"{source} lacks bridge weights {missing}; the file is incomplete.")
+        self.load_state_dict(state, strict=False)
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Loading the parts
+def build_encoder(config: Any) -> PreTrainedModel:
+    """An encoder-only model from a config (T5-family configs get their encoder stack only)."""
+    if config.model_type in T5_ENCODER_CLASSES:
+        return T5_ENCODER_CLASSES[config.model_type](config)
+    try:
+        return AutoModel.from_config(config, add_pooling_layer=False)
+    except TypeError:
+        return AutoModel.from_config(config)
+
+
+def load_encoder(
+    encoder: str | os.PathLike | PreTrainedModel, dtype: Any = None, allow_pickle: bool = False
+) -> tuple[PreTrainedModel, str | None]:
+    if isinstance(encoder, PreTrainedModel):
+        model, source = encoder, encoder.config.name_or_path or None
+        if model.config.model_type in T5_ENCODER_CLASSES and not isinstance(
+            model, tuple(T5_ENCODER_CLASSES.values())
+        ):
+            encoder_only = T5_ENCODER_CLASSES[model.config.model_type](model.config)
+            missing, _ = encoder_only.load_state_dict(model.state_dict(), strict=False)
+            if missing:
+                raise ValueError(
+                    f"Could not take the encoder stack out of {type(model).__name__}: missing {missing[:3]}"
+                )
+            model = encoder_only.to(next(encoder.parameters()).dtype)
+    else:
+        source = resolve_model_name(encoder)
+        config = _load_config(source, "encoder")
+        load_kwargs = {"dtype": dtype, "use_safetensors": None if allow_pickle else True}
+        if config.model_type in T5_ENCODER_CLASSES:
+            model = T5_ENCODER_CLASSES[config.model_type].from_pretrained(source, **load_kwargs)
+        else:
+            try:
+                model = AutoModel.from_pretrained(source, add_pooling_layer=False, **load_kwargs)
+            except TypeError:
+                model = AutoModel.from_pretrained(source, **load_kwargs)
+    if (
+        getattr(model.config, "is_decoder", False)
+        or isinstance(model, GenerationMixin)
+        and not isinstance(model, tuple(T5_ENCODER_CLASSES.values()))
+    ):
+        raise ValueError(
+            f"The encoder must be an encoder model (BERT/XLM-R/E5/MiniLM or a T5/mT5/UMT5 encoder), got "
+            f"{type(model).__name__}. Pass the LM as `lm=`."
+        )
+    return model, source
+
+
+def load_lm(
+    lm: str | os.PathLike | PreTrainedModel, dtype: Any = None, allow_pickle: bool = False
+) -> tuple[PreTrainedModel, str | None]:
+    if isinstance(lm, PreTrainedModel):
+        model, source = lm, lm.config.name_or_path or None
+    else:
+        source = resolve_model_name(lm)
+        config = _load_config(source, "LM")
+        if config.is_encoder_decoder or config.model_type in ("bert", "xlm-roberta", "roberta", "distilbert"):
+            raise ValueError(
+                f"The LM must be a decoder-only causal LM (Llama, Mistral, Qwen2, Gemma, GPT-2, ...), got model_type="
+                f"{config.model_type!r} from {source}. Pass the encoder as `encoder=`."
+            )
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, use_safetensors=None if allow_pickle else True
+        )
+    if not isinstance(model, GenerationMixin) or model.get_output_embeddings() is None:
+        raise ValueError(f"The LM must be a causal LM with an output head, got {type(model).__name__}.")
+    return model, source
+
+
+def _load_config(source: str, role: str) -> Any:
+    try:
+        return AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise OSError(
+            f"Could not load the {role} config from {source!r}: {err}. Pass a local directory with config.json, a "
+            "hub id (online), or an alias such as 'e5-small' / 'smollm2-135m-instruct'."
+        ) from err
+
+
+def _soft_token_id_for(lm: PreTrainedModel, source: str | None) -> int:
+    """Must match what `LangBridgeProcessor` picks for the same LM tokenizer."""
+    if source is not None:
+        try:
+            tokenizer = load_lm_tokenizer(source)
+        except (OSError, ValueError):
+            tokenizer = None
+        if tokenizer is not None:
+            return default_soft_token_id(tokenizer, default_lm_prefix(tokenizer))
+    for candidate in (getattr(lm.config, "pad_token_id", None), 0):
+        if candidate is not None and candidate != getattr(lm.config, "eos_token_id", None):
+            return int(candidate)
+    return 0
