@@ -29,6 +29,7 @@ from transformers import (
     UMT5EncoderModel,
 )
 from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from langbridge.bridge import Bridge, build_bridge
 from langbridge.configuration import T5_FAMILY, LangBridgeConfig
@@ -44,6 +45,22 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 FULL_WEIGHTS = "model.safetensors"
 PICKLE_WEIGHTS = ("pytorch_model.bin", "adapter_model.bin", "pytorch_model.bin.index.json")
 T5_ENCODER_CLASSES = {"t5": T5EncoderModel, "mt5": MT5EncoderModel, "umt5": UMT5EncoderModel}
+# Arguments the Auto classes pass along; irrelevant when an adapter loads its bases itself.
+HUB_LOADING_KWARGS = {
+    "config",
+    "revision",
+    "trust_remote_code",
+    "adapter_kwargs",
+    "cache_dir",
+    "local_files_only",
+    "token",
+    "_from_auto",
+    "_commit_hash",
+    "subfolder",
+    "force_download",
+    "proxies",
+    "use_safetensors",
+}
 # Config fields that must agree between the base models an adapter was trained on and the ones it is loaded onto.
 BASE_IDENTITY_FIELDS = (
     "model_type",
@@ -395,8 +412,9 @@ class LangBridgeModel(LangBridgePreTrainedModel, GenerationMixin):
         **kwargs: Any,
     ) -> LangBridgeModel:
         config = LangBridgeConfig.from_pretrained(directory)
-        if kwargs:
-            raise TypeError(f"Unexpected arguments for an adapter checkpoint: {sorted(kwargs)}")
+        unexpected = sorted(set(kwargs) - HUB_LOADING_KWARGS)
+        if unexpected:
+            raise TypeError(f"Unexpected arguments for an adapter checkpoint: {unexpected}")
         model = cls.from_encoder_and_lm(
             encoder if encoder is not None else config.encoder_name_or_path,
             lm if lm is not None else config.lm_name_or_path,
@@ -490,11 +508,9 @@ def load_encoder(
                 model = AutoModel.from_pretrained(source, add_pooling_layer=False, **load_kwargs)
             except TypeError:
                 model = AutoModel.from_pretrained(source, **load_kwargs)
-    if (
-        getattr(model.config, "is_decoder", False)
-        or isinstance(model, GenerationMixin)
-        and not isinstance(model, tuple(T5_ENCODER_CLASSES.values()))
-    ):
+    model_type = model.config.model_type
+    is_encoder = model_type in T5_ENCODER_CLASSES or model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    if not is_encoder or getattr(model.config, "is_decoder", False) or isinstance(model, GenerationMixin):
         raise ValueError(
             f"The encoder must be an encoder model (BERT/XLM-R/E5/MiniLM or a T5/mT5/UMT5 encoder), got "
             f"{type(model).__name__}. Pass the LM as `lm=`."

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tokenizers import AddedToken
 from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizerBase
 
+from langbridge.configuration import T5_FAMILY
 from langbridge.utils import atomic_write_text, resolve_model_name
 
 PROCESSOR_CONFIG = "langbridge_processor.json"
@@ -23,15 +25,25 @@ T5_WHITESPACE_TOKENS = ["\t", "\n", "\r", "\x0b", "\x0c", "  ", "   ", "    "]
 
 def load_encoder_tokenizer(name_or_path: str | PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
     tokenizer = name_or_path
+    t5_family = "T5" in type(tokenizer).__name__
     if not isinstance(tokenizer, PreTrainedTokenizerBase):
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model_name(name_or_path))
-    if "T5" in type(tokenizer).__name__ and "\n" not in tokenizer.get_vocab():
-        tokenizer.add_special_tokens({"additional_special_tokens": T5_WHITESPACE_TOKENS})
+        source = resolve_model_name(name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        t5_family = "T5" in type(tokenizer).__name__ or _model_type(source) in T5_FAMILY
+    if t5_family and not set(T5_WHITESPACE_TOKENS) <= set(tokenizer.get_vocab()):
+        tokenizer.add_tokens([AddedToken(t, normalized=False, special=True) for t in T5_WHITESPACE_TOKENS])
     if tokenizer.pad_token_id is None:
         raise ValueError(
             f"Encoder tokenizer {type(tokenizer).__name__} has no pad token; set tokenizer.pad_token."
         )
     return tokenizer
+
+
+def _model_type(source: str) -> str | None:
+    config_file = Path(source) / "config.json"
+    if config_file.exists():
+        return json.loads(config_file.read_text()).get("model_type")
+    return None
 
 
 def load_lm_tokenizer(name_or_path: str | PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
@@ -55,11 +67,12 @@ def default_lm_prefix(lm_tokenizer: PreTrainedTokenizerBase) -> str:
 
 
 def default_soft_token_id(lm_tokenizer: PreTrainedTokenizerBase, lm_prefix: str = "") -> int:
-    """A placeholder id for the soft slots: a special token that never appears in the prefix and decodes to nothing."""
+    """A placeholder id for the soft slots: preferably a special token that decodes to nothing; never one of the
+    prefix tokens, which precede the slots and would be mistaken for them."""
     prefix_ids = set(lm_tokenizer(lm_prefix, add_special_tokens=False)["input_ids"]) if lm_prefix else set()
-    avoid = prefix_ids | {lm_tokenizer.eos_token_id}
-    for candidate in (lm_tokenizer.unk_token_id, lm_tokenizer.pad_token_id, *lm_tokenizer.all_special_ids, 0):
-        if candidate is not None and candidate not in avoid:
+    candidates = (lm_tokenizer.unk_token_id, lm_tokenizer.pad_token_id, *lm_tokenizer.all_special_ids)
+    for candidate in (*candidates, *range(len(lm_tokenizer))):
+        if candidate is not None and candidate not in prefix_ids:
             return int(candidate)
     raise ValueError("Could not choose a soft-token placeholder id; pass soft_token_id explicitly.")
 
