@@ -1,0 +1,197 @@
+"""Text generation from a LangBridge checkpoint or, for comparison, from the plain LM: `langbridge generate` and
+`langbridge chat`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, TextStreamer
+
+from langbridge.modeling import LangBridgeModel
+from langbridge.processing import LangBridgeProcessor, load_lm_tokenizer
+from langbridge.utils import atomic_write_text, resolve_model_name
+
+
+@dataclass
+class TextGenerator:
+    """A LangBridge model with its processor, or a plain causal LM with its tokenizer (`processor is None`)."""
+
+    model: Any
+    tokenizer: PreTrainedTokenizerBase
+    processor: LangBridgeProcessor | None = None
+
+    @classmethod
+    def load(
+        cls, path: str, lm_only: bool = False, dtype: torch.dtype | None = None, device: str = "cpu"
+    ) -> TextGenerator:
+        """`path`: a LangBridge checkpoint, or (with `lm_only`) a plain LM or a LangBridge checkpoint whose base LM
+        is then used alone."""
+        source = resolve_model_name(path)
+        is_langbridge = (Path(source) / "config.json").exists() and (
+            json.loads((Path(source) / "config.json").read_text()).get("model_type") == "langbridge"
+        )
+        if is_langbridge:
+            model = LangBridgeModel.from_pretrained(source, dtype=dtype).to(device).eval()
+            processor = LangBridgeProcessor.from_pretrained(source)
+            if lm_only:
+                return cls(model.lm, processor.lm_tokenizer)
+            return cls(model, processor.lm_tokenizer, processor)
+        if not lm_only:
+            raise ValueError(
+                f"{path} is not a LangBridge checkpoint (no config.json with model_type 'langbridge'). "
+                "Pass --lm-only to generate with a plain causal LM."
+            )
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device).eval()
+        return cls(model, load_lm_tokenizer(AutoTokenizer.from_pretrained(source)))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def inputs(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        if self.processor is not None:
+            batch = self.processor(texts)
+        else:
+            prompts = [self.lm_prompt(t) for t in texts]
+            self.tokenizer.padding_side = "left"
+            batch = self.tokenizer(
+                prompts, return_tensors="pt", padding=True, add_special_tokens=not self._chat
+            )
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    @property
+    def _chat(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def lm_prompt(self, text: str) -> str:
+        """The LM-alone baseline reads the question as text, in its chat template when it has one."""
+        if not text.strip():
+            raise ValueError("Input text is empty or whitespace-only; pass real text.")
+        if self._chat:
+            messages = [{"role": "user", "content": text}]
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return text
+
+    def generate(self, texts: list[str], batch_size: int = 8, **generate_kwargs: Any) -> list[str]:
+        """Batched generation, longest inputs first so that batches hold similar lengths; output in input order."""
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        outputs: list[str] = [""] * len(texts)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            batch = self.inputs([texts[i] for i in chunk])
+            with torch.inference_mode():
+                sequences = self.model.generate(**batch, tokenizer=self.tokenizer, **generate_kwargs)
+            new = sequences[:, batch["input_ids"].shape[1] :]
+            for i, text in zip(
+                chunk, self.tokenizer.batch_decode(new, skip_special_tokens=True), strict=True
+            ):
+                outputs[i] = text
+        return outputs
+
+    def stream(self, text: str, **generate_kwargs: Any) -> None:
+        streamer = TextStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        with torch.inference_mode():
+            self.model.generate(
+                **self.inputs([text]), streamer=streamer, tokenizer=self.tokenizer, **generate_kwargs
+            )
+
+
+def _generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams}
+    if args.do_sample:
+        kwargs.update(do_sample=True, temperature=args.temperature, top_p=args.top_p)
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    if args.stop:
+        kwargs["stop_strings"] = args.stop
+    return kwargs
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="LangBridge checkpoint directory, or a plain LM with --lm-only")
+    parser.add_argument("--lm-only", action="store_true", help="generate with the LM alone (baseline)")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--num-beams", type=int, default=1)
+    parser.add_argument("--do-sample", action="store_true")
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--stop", action="append", help="stop string (repeatable)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def add_parsers(subparsers: Any) -> None:
+    gen = subparsers.add_parser(
+        "generate", help="generate answers for texts given on the command line or in a file"
+    )
+    _add_common(gen)
+    gen.add_argument("texts", nargs="*", help="input texts (any language)")
+    gen.add_argument("--file", help="one input per line (.txt) or JSONL with a 'text' field")
+    gen.add_argument("--output", help="write JSONL {text, output} here instead of printing")
+    gen.add_argument("--batch-size", type=int, default=8)
+    gen.set_defaults(func=_run_generate)
+    chat = subparsers.add_parser("chat", help="interactive single-turn chat with streamed tokens")
+    _add_common(chat)
+    chat.set_defaults(func=_run_chat)
+
+
+def _read_inputs(args: argparse.Namespace) -> list[str]:
+    texts = list(args.texts)
+    if args.file:
+        path = Path(args.file)
+        if not path.exists():
+            raise FileNotFoundError(f"--file {path} does not exist.")
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            if path.suffix == ".jsonl":
+                try:
+                    texts.append(json.loads(line)["text"])
+                except (json.JSONDecodeError, KeyError) as err:
+                    raise ValueError(
+                        f"{path}:{n}: expected a JSON object with a 'text' field ({err})."
+                    ) from err
+            else:
+                texts.append(line)
+    if not texts:
+        raise ValueError("No input: pass texts as arguments or --file FILE.")
+    return texts
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    texts = _read_inputs(args)
+    torch.manual_seed(args.seed)
+    generator = TextGenerator.load(args.checkpoint, lm_only=args.lm_only, device=args.device)
+    outputs = generator.generate(texts, batch_size=args.batch_size, **_generation_kwargs(args))
+    rows = [{"text": t, "output": o} for t, o in zip(texts, outputs, strict=True)]
+    if args.output:
+        atomic_write_text(args.output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        print(f"Wrote {len(rows)} generations to {args.output}", file=sys.stderr)
+    else:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+    return 0
+
+
+def _run_chat(args: argparse.Namespace) -> int:
+    torch.manual_seed(args.seed)
+    generator = TextGenerator.load(args.checkpoint, lm_only=args.lm_only, device=args.device)
+    kind = "LM alone" if generator.processor is None else "LangBridge"
+    print(f"{kind} chat ({args.checkpoint}). Each message is answered on its own. Ctrl-D or 'exit' quits.")
+    while True:
+        try:
+            text = input(">>> ")
+        except EOFError:
+            print()
+            return 0
+        if text.strip() in {"exit", "quit"}:
+            return 0
+        if not text.strip():
+            continue
+        generator.stream(text, **_generation_kwargs(args))

@@ -1,0 +1,87 @@
+"""`langbridge generate` / `chat` and the top-level CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from langbridge.cli import build_parser, main
+from langbridge.inference import TextGenerator
+
+
+@pytest.fixture()
+def checkpoint(tmp_path, tiny_langbridge):
+    model, processor = tiny_langbridge(processor_kwargs={"lm_prompt": " A:"})
+    model.save_pretrained(tmp_path / "ckpt", adapter_only=True)
+    processor.save_pretrained(tmp_path / "ckpt")
+    return tmp_path / "ckpt"
+
+
+def test_cli_lists_every_subcommand():
+    help_text = build_parser().format_help()
+    for command in (
+        "train",
+        "eval",
+        "compare",
+        "analyze",
+        "generate",
+        "chat",
+        "convert-official",
+        "prepare-models",
+    ):
+        assert command in help_text
+
+
+def test_generate_writes_jsonl_in_input_order(tmp_path, checkpoint):
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("Janet ana mayai 16.\n\nWhat is 2 plus 3?\n")
+    out = tmp_path / "out.jsonl"
+    assert (
+        main(
+            [
+                "generate",
+                str(checkpoint),
+                "珍妮的鸭子",
+                "--file",
+                str(inputs),
+                "--output",
+                str(out),
+                "--max-new-tokens",
+                "4",
+                "--batch-size",
+                "2",
+            ]
+        )
+        == 0
+    )
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["text"] for r in rows] == ["珍妮的鸭子", "Janet ana mayai 16.", "What is 2 plus 3?"]
+    # Batched output equals one-by-one output.
+    generator = TextGenerator.load(str(checkpoint))
+    for row in rows:
+        assert generator.generate([row["text"]], max_new_tokens=4, do_sample=False)[0] == row["output"]
+
+
+def test_generate_lm_only_and_errors(tmp_path, checkpoint, tiny_dirs, capsys):
+    assert main(["generate", tiny_dirs["llama"], "hello", "--lm-only", "--max-new-tokens", "3"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["text"] == "hello"
+    assert main(["generate", str(checkpoint), "hello", "--lm-only", "--max-new-tokens", "3"]) == 0
+    assert main(["generate", tiny_dirs["llama"], "hello"]) == 1
+    assert "not a LangBridge checkpoint" in capsys.readouterr().err
+    assert main(["generate", str(checkpoint)]) == 1
+    assert "No input" in capsys.readouterr().err
+
+
+def test_chat_streams_answers(checkpoint):
+    result = subprocess.run(
+        [sys.executable, "-m", "langbridge.cli", "chat", str(checkpoint), "--max-new-tokens", "3"],
+        input="Habari yako?\nexit\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "LangBridge chat" in result.stdout and ">>> " in result.stdout
