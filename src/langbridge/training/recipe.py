@@ -1,0 +1,723 @@
+"""The training recipe: one plain loop over a plain DataLoader, with `accelerate` for devices, mixed precision,
+gradient accumulation and DDP / FSDP / DeepSpeed (`accelerate launch --config_file configs/accelerate/*.yaml`).
+
+Checkpoints (`output_dir/checkpoint-<step>`) are written into a temporary directory and renamed, then the
+`latest` pointer file is replaced atomically, so a crash never leaves a half-written checkpoint as "latest".
+Single-process and DDP runs checkpoint only the trained weights (bridge, trainable encoder weights), the
+optimizer, the scheduler, every rank's RNG state and the data position; FSDP / DeepSpeed runs use
+`accelerator.save_state`, which knows how to gather their sharded states.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import re
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from langbridge.training.config import ConfigError, TrainConfig, validate
+from langbridge.training.data import (
+    Collator,
+    EpochBatchSampler,
+    StreamingBatches,
+    TrainData,
+    batches_per_epoch,
+    build_data,
+    count_tokens,
+    eval_batches,
+)
+from langbridge.utils import atomic_write_text
+
+logger = logging.getLogger("langbridge.training")
+
+LATEST = "latest"
+FINAL = "final"
+METRICS = "metrics.jsonl"
+STATE = "trainer_state.json"
+TRAINABLE = "trainable.safetensors"
+OPTIMIZER = "optimizer.pt"
+SCHEDULER = "scheduler.pt"
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (Linux reports KiB, macOS bytes)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def resolve_precision(mixed_precision: str, dtype: str) -> tuple[str, torch.dtype]:
+    """(accelerate mixed_precision, dtype for the frozen weights). CPU always trains in fp32."""
+    cuda = torch.cuda.is_available()
+    bf16_ok = cuda and torch.cuda.is_bf16_supported()
+    mp = mixed_precision
+    if mp == "auto":
+        mp = "bf16" if bf16_ok else "fp16" if cuda else "no"
+    if mp != "no" and not cuda:
+        raise ConfigError(
+            f"mixed_precision={mixed_precision!r} needs a GPU; use mixed_precision=no (or auto) on CPU"
+        )
+    if mp == "bf16" and not bf16_ok:
+        raise ConfigError("mixed_precision=bf16: this GPU has no bf16 support; use fp16 or auto")
+    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype == "auto":
+        torch_dtype = torch.bfloat16 if mp == "bf16" else torch.float32
+    else:
+        torch_dtype = names[dtype]
+    if torch_dtype != torch.float32 and not cuda:
+        raise ConfigError(
+            f"model.dtype={dtype} on CPU is slow and imprecise; use model.dtype=float32 (or auto)"
+        )
+    return mp, torch_dtype
+
+
+def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    found = []
+    if output_dir.is_dir():
+        for path in output_dir.iterdir():
+            m = CHECKPOINT_RE.match(path.name)
+            if m and path.is_dir() and (path / STATE).is_file():
+                found.append((int(m.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The checkpoint named by the `latest` pointer (only complete checkpoints are ever named there)."""
+    pointer = output_dir / LATEST
+    if not pointer.is_file():
+        return None
+    path = output_dir / pointer.read_text(encoding="utf-8").strip()
+    if not (path / STATE).is_file():
+        raise FileNotFoundError(
+            f"{pointer} names {path.name}, which is missing or incomplete; delete {pointer} to restart"
+        )
+    return path
+
+
+def read_metrics(output_dir: Path) -> list[dict[str, Any]]:
+    path = output_dir / METRICS
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut by a kill; everything after it is from the killed run anyway
+    return rows
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        elif isinstance(v, (int, float, str, bool)):
+            out[key] = v
+        else:
+            out[key] = json.dumps(v)
+    return out
+
+
+@dataclass
+class Position:
+    """Where training is: optimizer steps done and how many of this epoch's batches were consumed."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    tokens: int = 0
+    elapsed: float = 0.0
+    # The partly filled logging window, so a resumed run logs the same averages as an uninterrupted one.
+    window_loss: float = 0.0
+    window_steps: int = 0
+    window_tokens: int = 0
+    window_targets: int = 0
+
+
+# ----------------------------------------------------------------------------- model / optimizer
+
+
+def build_model_and_processor(cfg: TrainConfig, torch_dtype: torch.dtype) -> tuple[Any, Any]:
+    from langbridge import LangBridgeModel, LangBridgeProcessor
+    from langbridge.training.templates import get_template
+
+    m, d = cfg.model, cfg.data
+    model = LangBridgeModel.from_encoder_and_lm(
+        m.encoder,
+        m.lm,
+        bridge=m.bridge,
+        freeze_encoder=m.freeze_encoder,
+        dtype=torch_dtype,
+        train_encoder_embeddings=m.train_encoder_embeddings,
+        max_encoder_length=d.max_encoder_length,
+        max_lm_length=d.max_lm_length,
+    )
+    # The frozen LM may be held in bf16; the weights we train stay fp32 (AdamW on bf16 weights loses updates).
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+    if m.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    template = get_template(d.template, d.encoder_template, d.lm_prompt)
+    processor = LangBridgeProcessor.from_encoder_and_lm(
+        m.encoder,
+        m.lm,
+        encoder_template=template.encoder_template,
+        lm_prompt=template.lm_prompt,
+        max_encoder_length=d.max_encoder_length,
+        max_lm_length=d.max_lm_length,
+        soft_token_id=model.config.soft_token_id,
+    )
+    return model, processor
+
+
+def set_train_mode(model: torch.nn.Module) -> None:
+    """Train mode for what we train; frozen parts stay in eval mode so their dropout adds no noise."""
+    model.train()
+    for part in (model.encoder, model.lm):
+        if not any(p.requires_grad for p in part.parameters()):
+            part.eval()
+
+
+def param_groups(model: Any, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Bridge at lr_bridge, trainable encoder weights at lr_encoder; nothing of the LM."""
+    bridge = [p for p in model.bridge.parameters() if p.requires_grad]
+    encoder = [p for p in model.encoder.parameters() if p.requires_grad]
+    lm = [n for n, p in model.lm.named_parameters() if p.requires_grad]
+    if lm:
+        raise RuntimeError(f"LM parameters are trainable ({lm[:3]}...); LangBridge keeps the LM frozen")
+    o = cfg.optim
+    groups = [{"params": bridge, "lr": o.lr_bridge, "weight_decay": o.weight_decay_bridge, "name": "bridge"}]
+    if encoder:
+        if o.lr_encoder == 0:
+            raise ConfigError(
+                "optim.lr_encoder=0 but the encoder is trainable; set model.freeze_encoder=true instead"
+            )
+        groups.append(
+            {"params": encoder, "lr": o.lr_encoder, "weight_decay": o.weight_decay_encoder, "name": "encoder"}
+        )
+    return groups
+
+
+def count_steps(cfg: TrainConfig, data: TrainData, world: int, grad_accum: int) -> int:
+    if cfg.max_steps is not None:
+        return cfg.max_steps
+    assert data.num_train is not None and cfg.num_epochs is not None  # validated: epochs need map-style data
+    per_epoch = batches_per_epoch(data.num_train, cfg.batch_size, world)
+    if per_epoch == 0:
+        raise ConfigError(
+            f"{data.num_train} training examples give no full round of batches for {world} process(es) at "
+            f"batch_size={cfg.batch_size}; lower batch_size or add data"
+        )
+    return max(1, math.floor(cfg.num_epochs * per_epoch / grad_accum))
+
+
+def resolve_grad_accum(cfg: TrainConfig, world: int) -> int:
+    if cfg.effective_batch_size is None:
+        return cfg.gradient_accumulation_steps
+    per_step = cfg.batch_size * world
+    if cfg.effective_batch_size % per_step:
+        raise ConfigError(
+            f"effective_batch_size={cfg.effective_batch_size} is not a multiple of batch_size x processes "
+            f"= {cfg.batch_size} x {world}; change batch_size or the number of processes"
+        )
+    return cfg.effective_batch_size // per_step
+
+
+# ----------------------------------------------------------------------------- data iteration
+
+
+class BatchIterator:
+    """Endless batches for this rank, epoch after epoch, starting at a saved position."""
+
+    def __init__(self, data: TrainData, cfg: TrainConfig, collator: Collator, rank: int, world: int):
+        self.data, self.cfg, self.collator, self.rank, self.world = data, cfg, collator, rank, world
+        d = cfg.data
+        if data.train is not None:
+            self.lengths = data.train.lengths()
+        else:
+            assert data.stream is not None
+            self.streaming = StreamingBatches(
+                data.stream,
+                cfg.batch_size,
+                cfg.seed,
+                shuffle_buffer=d.shuffle_buffer,
+                group_by_length=d.group_by_length,
+                mega_batch_mult=d.mega_batch_mult,
+                rank=rank,
+                world_size=world,
+            )
+
+    def loader(self, epoch: int, start: int) -> DataLoader:
+        d = self.cfg.data
+        if self.data.train is not None:
+            sampler = EpochBatchSampler(
+                self.data.train_indices,
+                self.lengths,
+                self.cfg.batch_size,
+                self.cfg.seed,
+                epoch,
+                group_by_length=d.group_by_length,
+                mega_batch_mult=d.mega_batch_mult,
+                rank=self.rank,
+                world_size=self.world,
+                start=start,
+            )
+            return DataLoader(
+                self.data.train, batch_sampler=sampler, collate_fn=self.collator, num_workers=d.num_workers
+            )
+        self.streaming.set_position(epoch, start)
+        return DataLoader(self.streaming, batch_size=None, collate_fn=self.collator)
+
+    def __call__(self, epoch: int, start: int) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
+        """Yields (epoch, batches consumed in that epoch, batch)."""
+        while True:
+            produced = 0
+            for batch in self.loader(epoch, start):
+                start += 1
+                produced += 1
+                yield epoch, start, batch
+            if produced == 0 and start == 0:
+                raise RuntimeError("the training data produced no batches; check data sources and batch_size")
+            epoch, start = epoch + 1, 0
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+class Checkpointer:
+    def __init__(self, accelerator: Any, output_dir: Path, sharded: bool, keep: int | None):
+        self.accelerator = accelerator
+        self.output_dir = output_dir
+        self.sharded = sharded
+        self.keep = keep
+
+    def save(self, model: Any, optimizer: Any, scheduler: Any, pos: Position, cfg: TrainConfig) -> Path:
+        acc = self.accelerator
+        name = f"checkpoint-{pos.step}"
+        final = self.output_dir / name
+        tmp = self.output_dir / f".{name}.tmp"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        if self.sharded:
+            acc.save_state(str(tmp))
+        elif acc.is_main_process:
+            from safetensors.torch import save_file
+
+            save_file(
+                acc.unwrap_model(model).adapter_state_dict(), tmp / TRAINABLE, metadata={"format": "pt"}
+            )
+            torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
+            torch.save(scheduler.state_dict(), tmp / SCHEDULER)
+        # Every rank saves its own RNG streams (dropout differs per rank).
+        rng = {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+        acc.wait_for_everyone()
+        torch.save(rng, tmp / f"rng_state_{acc.process_index}.pt")
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            state = {**pos.__dict__, "world_size": acc.num_processes, "config": cfg.to_dict()}
+            atomic_write_text(tmp / STATE, json.dumps(state, indent=2))
+            _fsync_tree(tmp)  # make the files durable before the rename publishes them
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            atomic_write_text(self.output_dir / LATEST, name + "\n")
+            self._prune(keep_name=name)
+        acc.wait_for_everyone()
+        return final
+
+    def _prune(self, keep_name: str) -> None:
+        if self.keep is None:
+            return
+        checkpoints = list_checkpoints(self.output_dir)
+        for _, path in checkpoints[: max(0, len(checkpoints) - self.keep)]:
+            if path.name != keep_name:
+                shutil.rmtree(path, ignore_errors=True)
+
+    def load(self, path: Path, model: Any, optimizer: Any, scheduler: Any) -> Position:
+        acc = self.accelerator
+        state = json.loads((path / STATE).read_text(encoding="utf-8"))
+        if state.get("world_size") != acc.num_processes:
+            raise RuntimeError(
+                f"{path} was written by {state.get('world_size')} process(es) but this run has {acc.num_processes}; "
+                "resume with the same number of processes (the data order depends on it)"
+            )
+        if self.sharded:
+            acc.load_state(str(path))
+        else:
+            from safetensors.torch import load_file
+
+            unwrapped = acc.unwrap_model(model)
+            weights = load_file(path / TRAINABLE)
+            expected = set(unwrapped.adapter_state_dict())
+            if set(weights) != expected:
+                raise RuntimeError(
+                    f"{path / TRAINABLE} holds different weights than this model trains "
+                    f"(missing {sorted(expected - set(weights))[:3]}, extra {sorted(set(weights) - expected)[:3]}); "
+                    "was the config (bridge, freeze_encoder) changed since the checkpoint?"
+                )
+            unwrapped.load_state_dict(weights, strict=False)
+            optimizer.load_state_dict(torch.load(path / OPTIMIZER, map_location="cpu", weights_only=True))
+            scheduler.load_state_dict(torch.load(path / SCHEDULER, weights_only=True))
+        rng_file = path / f"rng_state_{acc.process_index}.pt"
+        rng = torch.load(rng_file, weights_only=False)  # our own file: python/numpy states are plain tuples
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        return Position(**{k: state[k] for k in Position.__dataclass_fields__})
+
+
+def _fsync_tree(root: Path) -> None:
+    for f in root.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+class MetricsWriter:
+    """Appends JSON lines to output_dir/metrics.jsonl (main process) and forwards to accelerate trackers."""
+
+    def __init__(self, accelerator: Any, path: Path, trackers: bool):
+        self.accelerator = accelerator
+        self.path = path
+        self.trackers = trackers
+
+    def truncate_after(self, step: int) -> None:
+        """On resume, drop rows the killed run logged after its last checkpoint (they will be redone)."""
+        if self.accelerator.is_main_process and self.path.exists():
+            rows = [r for r in read_metrics(self.path.parent) if r.get("step", 0) <= step]
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self.accelerator.is_main_process:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(row) + "\n")
+                handle.flush()
+        if self.trackers:
+            values = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}
+            self.accelerator.log(
+                {f"{row.get('split', 'train')}/{k}": v for k, v in values.items()}, step=row["step"]
+            )
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def held_out_loss(model: Any, accelerator: Any, examples: list, collator: Collator, batch_size: int) -> float:
+    """Token-weighted mean loss over the held-out examples, summed across processes."""
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+    for batch_examples, counts in eval_batches(
+        examples, batch_size, accelerator.process_index, accelerator.num_processes
+    ):
+        batch = {k: v.to(accelerator.device) for k, v in collator(batch_examples).items()}
+        n = int((batch["labels"][:, 1:] != -100).sum())
+        with accelerator.autocast():
+            out = model(**batch)
+        if counts and n:
+            total[0] += out.loss.double() * n
+            total[1] += n
+    total = accelerator.reduce(total, reduction="sum")
+    set_train_mode(accelerator.unwrap_model(model))
+    return float(total[0] / total[1]) if total[1] > 0 else float("nan")
+
+
+# ----------------------------------------------------------------------------- the recipe
+
+
+def train(config: TrainConfig, resume: bool = False) -> Path:
+    """Train a LangBridge bridge (and the encoder when not frozen). Returns the directory of the final adapter."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType, set_seed
+    from tqdm.auto import tqdm
+
+    cfg = validate(config)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    output_dir = Path(cfg.output_dir)
+    mp, torch_dtype = resolve_precision(cfg.mixed_precision, cfg.model.dtype)
+
+    trackers = []
+    if cfg.report_to:
+        from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+        available = {"tensorboard": is_tensorboard_available(), "wandb": is_wandb_available()}
+        for name in cfg.report_to:
+            if available[name]:
+                trackers.append(name)
+            else:
+                logger.warning(
+                    "report_to: %s is not installed (pip install %s); logging to metrics.jsonl only",
+                    name,
+                    name,
+                )
+    world_guess = int(os.environ.get("WORLD_SIZE", "1"))
+    accelerator = Accelerator(
+        gradient_accumulation_steps=resolve_grad_accum(cfg, world_guess),
+        mixed_precision=mp,
+        log_with=trackers or None,
+        project_dir=str(output_dir),
+        step_scheduler_with_optimizer=False,
+        # Without a GPU, processes started by torchrun / `accelerate launch` join a gloo (CPU) process group.
+        cpu=not torch.cuda.is_available(),
+    )
+    world = accelerator.num_processes
+    grad_accum = resolve_grad_accum(cfg, world)
+    accelerator.gradient_accumulation_steps = grad_accum
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    main = accelerator.is_main_process
+    logging.basicConfig(
+        level=logging.INFO if main else logging.WARNING, format="%(asctime)s %(message)s", force=False
+    )
+
+    # ---- output directory and resume point
+    checkpoint = None
+    if resume:
+        checkpoint = latest_checkpoint(output_dir)
+        if checkpoint is None and main:
+            logger.warning("--resume: no checkpoint in %s yet; starting from step 0", output_dir)
+    elif main and ((output_dir / LATEST).exists() or (output_dir / FINAL).exists()):
+        raise FileExistsError(
+            f"{output_dir} already holds a training run; pass --resume to continue it, or set output_dir to a new folder"
+        )
+    if main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for stale in output_dir.glob(".checkpoint-*.tmp"):  # leftovers of a run killed while saving
+            shutil.rmtree(stale, ignore_errors=True)
+        atomic_write_text(output_dir / "train_config.yaml", cfg.to_yaml())
+    accelerator.wait_for_everyone()
+
+    # ---- model, data, optimizer
+    set_seed(cfg.seed)
+    model, processor = build_model_and_processor(cfg, torch_dtype)
+    set_train_mode(model)
+    data = build_data(cfg.data, processor, cfg.seed)
+    collator = Collator(processor, append_eos=data.append_eos)
+    total_steps = count_steps(cfg, data, world, grad_accum)
+    optimizer = torch.optim.AdamW(
+        param_groups(model, cfg), betas=(cfg.optim.adam_beta1, cfg.optim.adam_beta2), eps=cfg.optim.adam_eps
+    )
+    from transformers import get_scheduler
+
+    warmup = cfg.optim.warmup_steps or math.ceil(cfg.optim.warmup_ratio * total_steps)
+    scheduler = get_scheduler(
+        cfg.optim.schedule, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps
+    )
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        # We shard batches ourselves (no prepared DataLoader), so DeepSpeed must be told the micro batch size.
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.batch_size
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if sharded:
+        accelerator.register_for_checkpointing(scheduler)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    checkpointer = Checkpointer(accelerator, output_dir, sharded, cfg.save_total_limit)
+    metrics = MetricsWriter(accelerator, output_dir / METRICS, bool(trackers))
+    pos = Position()
+    if checkpoint is not None:
+        pos = checkpointer.load(checkpoint, model, optimizer, scheduler)
+        metrics.truncate_after(pos.step)
+        if main:
+            logger.info(
+                "resumed from %s (step %d, epoch %d, batch %d)",
+                checkpoint,
+                pos.step,
+                pos.epoch,
+                pos.batch_in_epoch,
+            )
+    elif main and (output_dir / METRICS).exists():
+        (output_dir / METRICS).unlink()
+    if trackers:
+        accelerator.init_trackers("langbridge", config=_flatten(cfg.to_dict()))
+
+    if main:
+        logger.info(
+            "data: %s (%s examples, %d held out), mode=%s, template=%s",
+            ", ".join(data.sources),
+            data.num_train if data.num_train is not None else "streamed",
+            len(data.eval_examples),
+            cfg.data.mode,
+            data.template.name,
+        )
+        logger.info(
+            "steps: %d x (batch %d x accumulation %d x %d process(es)), precision=%s, device=%s",
+            total_steps,
+            cfg.batch_size,
+            grad_accum,
+            world,
+            mp,
+            accelerator.device,
+        )
+        logger.info("\n%s", accelerator.unwrap_model(model).trainable_parameters_summary())
+
+    # ---- loop
+    batches = BatchIterator(data, cfg, collator, accelerator.process_index, world)(
+        pos.epoch, pos.batch_in_epoch
+    )
+    eval_bs = cfg.eval_batch_size or cfg.batch_size
+    bar = tqdm(
+        total=total_steps,
+        initial=pos.step,
+        disable=not (main and cfg.progress_bar),
+        desc="train",
+        dynamic_ncols=True,
+        unit="step",
+    )
+    window_start = time.perf_counter()
+    run_start = time.perf_counter() - pos.elapsed
+    last_eval = float("nan")
+    grad_norm = None
+    while pos.step < total_steps:
+        step_loss = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+        for _ in range(grad_accum):
+            pos.epoch, pos.batch_in_epoch, batch = next(batches)
+            tokens, targets = count_tokens(batch)
+            pos.window_tokens += tokens
+            pos.window_targets += targets
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    out = model(**batch)
+                # A batch whose targets were all truncated away has no loss; keep the graph (DDP) with a zero.
+                loss = out.loss if targets else out.logits.sum() * 0.0
+                accelerator.backward(loss)
+                step_loss += loss.detach().double() / grad_accum
+                if accelerator.sync_gradients:
+                    if cfg.optim.max_grad_norm > 0:
+                        grad_norm = accelerator.clip_grad_norm_(trainable, cfg.optim.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+        pos.step += 1
+        pos.window_loss += float(accelerator.reduce(step_loss, reduction="mean"))
+        pos.window_steps += 1
+        bar.update(1)
+
+        if pos.step % cfg.log_interval == 0 or pos.step == total_steps:
+            window = torch.tensor([pos.window_tokens, pos.window_targets], device=accelerator.device)
+            counts = accelerator.reduce(window, reduction="sum")
+            now = time.perf_counter()
+            pos.tokens += int(counts[0])
+            row = {
+                "split": "train",
+                "step": pos.step,
+                "epoch": pos.epoch,
+                "loss": pos.window_loss / pos.window_steps,
+                "lr": scheduler.get_last_lr()[0],
+                "grad_norm": None if grad_norm is None else float(grad_norm),
+                "tokens_per_s": float(counts[0]) / max(now - window_start, 1e-9),
+                "target_tokens_per_s": float(counts[1]) / max(now - window_start, 1e-9),
+                "elapsed_s": now - run_start,
+                "peak_rss_mb": round(peak_rss_mb(), 1),
+            }
+            if torch.cuda.is_available():
+                row["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+            metrics.write(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}", refresh=False)
+            pos.window_loss, pos.window_steps, pos.window_tokens, pos.window_targets = 0.0, 0, 0, 0
+            window_start = time.perf_counter()
+
+        is_last = pos.step == total_steps
+        if data.eval_examples and ((cfg.eval_interval and pos.step % cfg.eval_interval == 0) or is_last):
+            t0 = time.perf_counter()
+            last_eval = held_out_loss(model, accelerator, data.eval_examples, collator, eval_bs)
+            metrics.write({"split": "eval", "step": pos.step, "eval_loss": last_eval})
+            if main:
+                bar.write(f"step {pos.step}: held-out loss {last_eval:.4f}")
+            window_start += time.perf_counter() - t0  # eval time is not training throughput
+
+        if cfg.save_interval and pos.step % cfg.save_interval == 0 and not is_last:
+            t0 = time.perf_counter()
+            pos.elapsed = time.perf_counter() - run_start
+            path = checkpointer.save(model, optimizer, scheduler, pos, cfg)
+            if main:
+                bar.write(f"step {pos.step}: saved {path}")
+            window_start += time.perf_counter() - t0
+    bar.close()
+    pos.elapsed = time.perf_counter() - run_start
+
+    # ---- final adapter
+    final_dir = output_dir / FINAL
+    save_final(accelerator, model, processor, final_dir, sharded)
+    if main:
+        summary = {
+            "steps": pos.step,
+            "epoch": pos.epoch,
+            "tokens": pos.tokens,
+            "elapsed_s": pos.elapsed,
+            "tokens_per_s": pos.tokens / max(pos.elapsed, 1e-9),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+            "final_eval_loss": None if math.isnan(last_eval) else last_eval,
+            "processes": world,
+            "device": str(accelerator.device),
+            "mixed_precision": mp,
+            "final": str(final_dir),
+        }
+        if torch.cuda.is_available():
+            summary["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        atomic_write_text(output_dir / "train_summary.json", json.dumps(summary, indent=2))
+        logger.info("done: %s", json.dumps(summary))
+    if trackers:
+        accelerator.end_training()
+    accelerator.wait_for_everyone()
+    return final_dir
+
+
+def save_final(accelerator: Any, model: Any, processor: Any, final_dir: Path, sharded: bool) -> None:
+    """Adapter checkpoint (trained weights + where the base models come from) plus the processor."""
+    unwrapped = accelerator.unwrap_model(model)
+    if sharded:
+        from safetensors.torch import save_file
+
+        from langbridge.modeling import ADAPTER_WEIGHTS
+
+        # Sharded engines gather the full state on the main process; keep only what was trained.
+        full = accelerator.get_state_dict(model)
+        keys = {n for n, p in unwrapped.named_parameters() if p.requires_grad} | {
+            k for k in full if k.startswith("bridge.")
+        }
+        if accelerator.is_main_process:
+            final_dir.mkdir(parents=True, exist_ok=True)
+            unwrapped.config.save_pretrained(final_dir)
+            state = {k: v.detach().float().contiguous().cpu() for k, v in full.items() if k in keys}
+            tmp = final_dir / f".{ADAPTER_WEIGHTS}.tmp"
+            save_file(state, tmp, metadata={"format": "pt"})
+            os.replace(tmp, final_dir / ADAPTER_WEIGHTS)
+    elif accelerator.is_main_process:
+        unwrapped.save_pretrained(final_dir, adapter_only=True)
+    if accelerator.is_main_process:
+        processor.save_pretrained(final_dir)
+    accelerator.wait_for_everyone()
