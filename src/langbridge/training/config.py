@@ -88,6 +88,9 @@ class DataConfig:
     # encoder_template must contain "{text}".
     encoder_template: str | None = None
     lm_prompt: str | None = None
+    # LM tokens before the bridged states; null = the LM's BOS if its tokenizer adds one (the paper's layout).
+    # Chat LMs can open the user turn here, e.g. "<|im_start|>user\n" for ChatML.
+    lm_prefix: str | None = None
     system_prompt: str | None = None
     max_encoder_length: int = 512
     max_lm_length: int = 128

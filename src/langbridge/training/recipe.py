@@ -184,6 +184,7 @@ def build_model_and_processor(cfg: TrainConfig, torch_dtype: torch.dtype) -> tup
         m.lm,
         encoder_template=template.encoder_template,
         lm_prompt=template.lm_prompt,
+        lm_prefix=d.lm_prefix,
         max_encoder_length=d.max_encoder_length,
         max_lm_length=d.max_lm_length,
         soft_token_id=model.config.soft_token_id,
