@@ -33,7 +33,9 @@ LL_REQUESTS = [
 
 def _manual_langbridge_ll(model, processor, request: LoglikelihoodRequest) -> float:
     """log P(continuation | context) computed directly from the core API, one example at a time."""
-    batch = processor([request.context], targets=[request.continuation.lstrip()], append_eos=False, padding_side="right")
+    batch = processor(
+        [request.context], targets=[request.continuation.lstrip()], append_eos=False, padding_side="right"
+    )
     with torch.no_grad():
         logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
     logp = torch.log_softmax(logits[0, :-1].float(), dim=-1)
@@ -84,7 +86,11 @@ def test_generation_is_batch_invariant_and_stops(tiny_langbridge, tiny_dirs) -> 
             batch_size=4,
         ),
     ]
-    texts = ["What is 2 plus 3?", "Janet has 16 eggs and sells 3 of them every day at the market.", "Swali: Janet?"]
+    texts = [
+        "What is 2 plus 3?",
+        "Janet has 16 eggs and sells 3 of them every day at the market.",
+        "Swali: Janet?",
+    ]
     requests = [GenerationRequest(encoder_text=t, full_prompt=t, max_new_tokens=6) for t in texts]
     for backend in backends:
         together = backend.generate(requests)
@@ -104,7 +110,9 @@ def test_sampled_copies_share_one_prompt(tiny_langbridge) -> None:
     calls = []
     original = backend._generate_batch
     backend._generate_batch = lambda reqs, n: calls.append((len(reqs), n)) or original(reqs, n)
-    req = GenerationRequest("def add(a, b):", "def add(a, b):", max_new_tokens=4, do_sample=True, temperature=1.0)
+    req = GenerationRequest(
+        "def add(a, b):", "def add(a, b):", max_new_tokens=4, do_sample=True, temperature=1.0
+    )
     torch.manual_seed(0)
     outs = backend.generate([req] * 4)
     assert len(outs) == 4 and calls == [(1, 4)]  # one prompt, four return sequences: the encoder runs once
@@ -133,8 +141,14 @@ def _xcopa_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "data" / "xcopa" / "data" / "sw"
     folder.mkdir(parents=True)
     rows = [
-        {"premise": f"Mtu {i} alifungua bomba.", "choice1": "Choo kilijaa maji.", "choice2": f"Maji {i} yalitoka.",
-         "question": "effect" if i % 2 else "cause", "label": i % 2, "idx": i}
+        {
+            "premise": f"Mtu {i} alifungua bomba.",
+            "choice1": "Choo kilijaa maji.",
+            "choice2": f"Maji {i} yalitoka.",
+            "question": "effect" if i % 2 else "cause",
+            "label": i % 2,
+            "idx": i,
+        }
         for i in range(6)
     ]
     (folder / "test.sw.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -172,8 +186,27 @@ def test_cli_eval_checkpoint_and_lm_only(tiny_langbridge, tiny_dirs, tmp_path: P
     model.save_pretrained(ckpt)
     processor.save_pretrained(ckpt)
     out = tmp_path / "lb"
-    argv = ["eval", str(ckpt), "--tasks", "mgsm", "--languages", "en,sw", "--limit", "2", "--max-new-tokens", "4",
-            "--prompt-style", "base", "--num-fewshot", "1", "--data-dir", str(root), "--output", str(out), "--no-progress"]
+    argv = [
+        "eval",
+        str(ckpt),
+        "--tasks",
+        "mgsm",
+        "--languages",
+        "en,sw",
+        "--limit",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--prompt-style",
+        "base",
+        "--num-fewshot",
+        "1",
+        "--data-dir",
+        str(root),
+        "--output",
+        str(out),
+        "--no-progress",
+    ]
     args = _parser().parse_args(argv)
     assert args.func(args) == 0
     results = json.loads((out / "results.json").read_text())
@@ -183,7 +216,9 @@ def test_cli_eval_checkpoint_and_lm_only(tiny_langbridge, tiny_dirs, tmp_path: P
     assert "| ckpt |" in capsys.readouterr().out
 
     base = tmp_path / "lm"
-    args = _parser().parse_args([*argv[:1], tiny_dirs["llama"], *argv[2:-3], "--output", str(base), "--lm-only", "--no-progress"])
+    args = _parser().parse_args(
+        [*argv[:1], tiny_dirs["llama"], *argv[2:-3], "--output", str(base), "--lm-only", "--no-progress"]
+    )
     assert args.func(args) == 0
     assert json.loads((base / "results.json").read_text())["backend"] == "causal-lm"
     args = _parser().parse_args(["compare", str(base), str(out)])
@@ -209,17 +244,28 @@ def test_real_default_pair_on_mgsm(tmp_path: Path) -> None:
         pytest.skip(f"default models unavailable: {err}")
     model = LangBridgeModel.from_encoder_and_lm(encoder_dir, lm_dir).eval()
     lm_tokenizer = AutoTokenizer.from_pretrained(lm_dir)
-    opener = lm_tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False, add_generation_prompt=True)
-    processor = LangBridgeProcessor.from_encoder_and_lm(encoder_dir, lm_dir, lm_prompt=opener[opener.rindex("<|im_start|>"):])
+    opener = lm_tokenizer.apply_chat_template(
+        [{"role": "user", "content": "x"}], tokenize=False, add_generation_prompt=True
+    )
+    processor = LangBridgeProcessor.from_encoder_and_lm(
+        encoder_dir, lm_dir, lm_prompt=opener[opener.rindex("<|im_start|>") :]
+    )
     langs = "en,sw,bn,th"
     kwargs = dict(languages=langs, limit=2, max_new_tokens=24, data_dir=root, progress=False)
-    lb = evaluate(LangBridgeBackend(model, processor, batch_size=8, name="lb"), "mgsm", output_dir=tmp_path / "lb", **kwargs)
+    lb = evaluate(
+        LangBridgeBackend(model, processor, batch_size=8, name="lb"),
+        "mgsm",
+        output_dir=tmp_path / "lb",
+        **kwargs,
+    )
     alone = evaluate(lm_dir, "mgsm", lm_only=True, model_name="smollm2", output_dir=tmp_path / "lm", **kwargs)
     for res in (lb, alone):
         entry = res["tasks"]["mgsm"]
         assert entry["n"] == {lang: 2 for lang in langs.split(",")}
         assert all(0.0 <= v <= 1.0 for v in entry["scores"].values())
         assert res["timing"]["mgsm"]["examples_per_s"] > 0
-    rows = [json.loads(line) for line in (tmp_path / "lm" / "predictions" / "mgsm.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (tmp_path / "lm" / "predictions" / "mgsm.jsonl").read_text().splitlines()
+    ]
     assert all(r["prompt"].startswith("<|im_start|>") for r in rows)  # zero-shot in SmolLM2's chat template
     assert any(r["output"].strip() for r in rows)

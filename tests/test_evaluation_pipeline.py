@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import require_shared
 
 from langbridge.evaluation import (
     DataNotFoundError,
@@ -21,8 +22,6 @@ from langbridge.evaluation import (
 )
 from langbridge.evaluation.cli import add_parsers
 from langbridge.evaluation.data import DataSource
-
-from conftest import require_shared
 
 
 class FakeBackend:
@@ -58,15 +57,22 @@ class FakeBackend:
 
 
 MGSM_ROWS = {
-    "en": [("Tom has 3 apples and buys 2. How many?", "5"), ("A box holds 1,200 pens. Half are red?", "600"),
-           ("Sam runs 4 km a day for 7 days. Total?", "28")],
+    "en": [
+        ("Tom has 3 apples and buys 2. How many?", "5"),
+        ("A box holds 1,200 pens. Half are red?", "600"),
+        ("Sam runs 4 km a day for 7 days. Total?", "28"),
+    ],
     "sw": [("Juma ana machungwa 3 na ananunua 2. Ngapi?", "5"), ("Sanduku lina kalamu 10. Nusu?", "5")],
 }
 EXEMPLARS = {
-    "en": {"1": {"q": "Question: What is 1 + 1?", "a": "Step-by-Step Answer: 1 + 1 = 2. The answer is 2."},
-           "2": {"q": "Question: What is 2 + 2?", "a": "Step-by-Step Answer: 2 + 2 = 4. The answer is 4."}},
-    "sw": {"1": {"q": "Swali: 1 + 1 ni ngapi?", "a": "Jibu la Hatua kwa Hatua: 1 + 1 = 2. Jibu ni 2."},
-           "2": {"q": "Swali: 2 + 2 ni ngapi?", "a": "Jibu la Hatua kwa Hatua: 2 + 2 = 4. Jibu ni 4."}},
+    "en": {
+        "1": {"q": "Question: What is 1 + 1?", "a": "Step-by-Step Answer: 1 + 1 = 2. The answer is 2."},
+        "2": {"q": "Question: What is 2 + 2?", "a": "Step-by-Step Answer: 2 + 2 = 4. The answer is 4."},
+    },
+    "sw": {
+        "1": {"q": "Swali: 1 + 1 ni ngapi?", "a": "Jibu la Hatua kwa Hatua: 1 + 1 = 2. Jibu ni 2."},
+        "2": {"q": "Swali: 2 + 2 ni ngapi?", "a": "Jibu la Hatua kwa Hatua: 2 + 2 = 4. Jibu ni 4."},
+    },
 }
 
 
@@ -75,17 +81,42 @@ def data_dir(tmp_path: Path) -> Path:
     root = tmp_path / "data"
     (root / "mgsm").mkdir(parents=True)
     for lang, rows in MGSM_ROWS.items():
-        (root / "mgsm" / f"mgsm_{lang}.tsv").write_text("".join(f"{q}\t{a}\n" for q, a in rows), encoding="utf-8")
-    (root / "mgsm" / "mgsm_exemplars.json").write_text(json.dumps({"MGSM_EXEMPLARS": EXEMPLARS}), encoding="utf-8")
+        (root / "mgsm" / f"mgsm_{lang}.tsv").write_text(
+            "".join(f"{q}\t{a}\n" for q, a in rows), encoding="utf-8"
+        )
+    (root / "mgsm" / "mgsm_exemplars.json").write_text(
+        json.dumps({"MGSM_EXEMPLARS": EXEMPLARS}), encoding="utf-8"
+    )
     xc = root / "xcopa" / "data" / "sw"
     xc.mkdir(parents=True)
     items = [
-        {"premise": "Mtu alifungua bomba.", "choice1": "Choo kilijaa maji.", "choice2": "Maji yalitoka.",
-         "question": "effect", "label": 1, "idx": 1, "changed": False},
-        {"premise": "Msichana alipata mdudu.", "choice1": "Alimwaga maziwa.", "choice2": "Hakula.",
-         "question": "effect", "label": 1, "idx": 2, "changed": False},
-        {"premise": "Mwanamke alikuwa na njaa.", "choice1": "Alikula chakula kingi sana.", "choice2": "Alilala.",
-         "question": "cause", "label": 0, "idx": 3, "changed": False},
+        {
+            "premise": "Mtu alifungua bomba.",
+            "choice1": "Choo kilijaa maji.",
+            "choice2": "Maji yalitoka.",
+            "question": "effect",
+            "label": 1,
+            "idx": 1,
+            "changed": False,
+        },
+        {
+            "premise": "Msichana alipata mdudu.",
+            "choice1": "Alimwaga maziwa.",
+            "choice2": "Hakula.",
+            "question": "effect",
+            "label": 1,
+            "idx": 2,
+            "changed": False,
+        },
+        {
+            "premise": "Mwanamke alikuwa na njaa.",
+            "choice1": "Alikula chakula kingi sana.",
+            "choice2": "Alilala.",
+            "question": "cause",
+            "label": 0,
+            "idx": 3,
+            "changed": False,
+        },
     ]
     (xc / "test.sw.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items), encoding="utf-8")
     (xc / "val.sw.jsonl").write_text(json.dumps(items[0]) + "\n", encoding="utf-8")
@@ -98,7 +129,7 @@ def oracle(gold_by_question: dict[str, str], right: set[str]):
     def answer(req: GenerationRequest) -> str:
         for question, gold in gold_by_question.items():
             if question in req.encoder_text:
-                return f"First 7, then 3. So {gold if question in right else '999'}." 
+                return f"First 7, then 3. So {gold if question in right else '999'}."
         raise AssertionError(f"unexpected prompt {req.encoder_text!r}")
 
     return answer
@@ -109,7 +140,9 @@ def test_mgsm_end_to_end_instruct(tmp_path: Path, data_dir: Path) -> None:
     right = {MGSM_ROWS["en"][0][0], MGSM_ROWS["en"][1][0], MGSM_ROWS["sw"][1][0]}
     backend = FakeBackend(answer=oracle(golds, right))
     out = tmp_path / "out"
-    results = evaluate(backend, "mgsm", languages="en,sw", data_dir=data_dir, output_dir=out, batch_size=2, progress=False)
+    results = evaluate(
+        backend, "mgsm", languages="en,sw", data_dir=data_dir, output_dir=out, batch_size=2, progress=False
+    )
 
     entry = results["tasks"]["mgsm"]
     assert entry["scores"] == pytest.approx({"en": 2 / 3, "sw": 1 / 2})
@@ -129,7 +162,10 @@ def test_mgsm_end_to_end_instruct(tmp_path: Path, data_dir: Path) -> None:
     assert saved["tasks"]["mgsm"]["scores"] == pytest.approx(entry["scores"])
     assert "timing" in saved and saved["timing"]["mgsm"]["examples"] == 5
     md = (out / "results.md").read_text()
-    assert "| Model | en | sw | AVG | HRL | LRL |" in md and "| fake-model | 66.7 | 50.0 | 58.3 | 66.7 | 50.0 |" in md
+    assert (
+        "| Model | en | sw | AVG | HRL | LRL |" in md
+        and "| fake-model | 66.7 | 50.0 | 58.3 | 66.7 | 50.0 |" in md
+    )
 
 
 def test_resume_skips_finished_examples(tmp_path: Path, data_dir: Path) -> None:
@@ -154,11 +190,20 @@ def test_resume_skips_finished_examples(tmp_path: Path, data_dir: Path) -> None:
 def test_changed_settings_are_not_mixed(tmp_path: Path, data_dir: Path) -> None:
     golds = {q: a for rows in MGSM_ROWS.values() for q, a in rows}
     out = tmp_path / "out"
-    evaluate(FakeBackend(answer=oracle(golds, set())), "mgsm", languages="en", data_dir=data_dir, output_dir=out, progress=False)
+    evaluate(
+        FakeBackend(answer=oracle(golds, set())),
+        "mgsm",
+        languages="en",
+        data_dir=data_dir,
+        output_dir=out,
+        progress=False,
+    )
     other = FakeBackend(answer=oracle(golds, set(golds)), name="another-model")
     with pytest.raises(ValueError, match="other settings or another model"):
         evaluate(other, "mgsm", languages="en", data_dir=data_dir, output_dir=out, progress=False)
-    results = evaluate(other, "mgsm", languages="en", data_dir=data_dir, output_dir=out, progress=False, overwrite=True)
+    results = evaluate(
+        other, "mgsm", languages="en", data_dir=data_dir, output_dir=out, progress=False, overwrite=True
+    )
     assert results["tasks"]["mgsm"]["scores"]["en"] == 1.0 and len(other.generated) == 3
 
 
@@ -179,7 +224,9 @@ def test_mgsm_base_style_few_shot_prompt(tmp_path: Path, data_dir: Path) -> None
 def test_xcopa_loglikelihood_pipeline(tmp_path: Path, data_dir: Path) -> None:
     # Shorter continuation = higher score: picks choice2, choice2, choice2 -> labels 1, 1, 0.
     backend = FakeBackend()
-    results = evaluate(backend, "xcopa", languages="sw", data_dir=data_dir, output_dir=tmp_path / "o", progress=False)
+    results = evaluate(
+        backend, "xcopa", languages="sw", data_dir=data_dir, output_dir=tmp_path / "o", progress=False
+    )
     assert results["tasks"]["xcopa"]["scores"]["sw"] == pytest.approx(2 / 3)
     first = [r for r in backend.scored if r.context.startswith("Mtu")]
     assert [r.context for r in first] == ["Mtu alifungua bomba kwa hiyo"] * 2
@@ -214,11 +261,15 @@ def test_unknown_task_and_language() -> None:
 def test_msvamp_local_directory(tmp_path: Path, data_dir: Path) -> None:
     folder = tmp_path / "mSVAMP"
     folder.mkdir()
-    records = [{"m_query": "Swali la kwanza 2 + 3?", "response": 5.0, "query": "First 2 + 3?"},
-               {"m_query": "Swali la pili 10 / 4?", "response": "2.5", "query": "Second?"}]
+    records = [
+        {"m_query": "Swali la kwanza 2 + 3?", "response": 5.0, "query": "First 2 + 3?"},
+        {"m_query": "Swali la pili 10 / 4?", "response": "2.5", "query": "Second?"},
+    ]
     (folder / "test_Swahili.json").write_text("\n".join(json.dumps(r) for r in records), encoding="utf-8")
     backend = FakeBackend(answer=lambda r: "It is 5" if "kwanza" in r.encoder_text else "It is 2.50")
-    results = evaluate(backend, "msvamp", languages="sw", data_dir=data_dir, task_dirs={"msvamp": folder}, progress=False)
+    results = evaluate(
+        backend, "msvamp", languages="sw", data_dir=data_dir, task_dirs={"msvamp": folder}, progress=False
+    )
     assert results["tasks"]["msvamp"]["scores"]["sw"] == 1.0
 
 
@@ -233,9 +284,19 @@ def test_bbh_bn_local_csv(tmp_path: Path) -> None:
         with open(folder / f"{name}-en-bn.csv", "w", encoding="utf-8", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=BBH_BN_COLUMNS)
             writer.writeheader()
-            writer.writerow({"input_en": f"Q {name}?", "options_en": "Options:\n(A) x\n(B) y", "input_bn": f"প্রশ্ন {name}?",
-                             "options_bn": "বিকল্প:\n(A) x\n(B) y", "target_en": "(B)"})
-    answers = {n: ("###Final answer: (B)" if i % 2 == 0 else "So the answer is (A).") for i, n in enumerate(BBH_BN_TASKS)}
+            writer.writerow(
+                {
+                    "input_en": f"Q {name}?",
+                    "options_en": "Options:\n(A) x\n(B) y",
+                    "input_bn": f"প্রশ্ন {name}?",
+                    "options_bn": "বিকল্প:\n(A) x\n(B) y",
+                    "target_en": "(B)",
+                }
+            )
+    answers = {
+        n: ("###Final answer: (B)" if i % 2 == 0 else "So the answer is (A).")
+        for i, n in enumerate(BBH_BN_TASKS)
+    }
     backend = FakeBackend(answer=lambda r: next(a for n, a in answers.items() if f" {n}?" in r.encoder_text))
     results = evaluate(backend, "bbh-bn", task_dirs={"bbh_bn": folder}, data_dir=tmp_path, progress=False)
     entry = results["tasks"]["bbh-bn"]
@@ -255,7 +316,9 @@ def test_bbh_with_shared_data(tmp_path: Path) -> None:
     def answer(req: GenerationRequest) -> str:
         question = req.full_prompt.rsplit("\n\nQ: ", 1)[1].split("\nA: Let's think step by step.")[0]
         task, gold = golds[question]
-        return f" Some reasoning. So the answer is {'nothing' if task == 'word_sorting' else gold}.\n\nQ: next"
+        return (
+            f" Some reasoning. So the answer is {'nothing' if task == 'word_sorting' else gold}.\n\nQ: next"
+        )
 
     backend = FakeBackend(answer=answer, instruct=False)
     results = evaluate(backend, "bbh", limit=2, data_dir=root, progress=False)  # 2 per subtask
@@ -264,7 +327,9 @@ def test_bbh_with_shared_data(tmp_path: Path) -> None:
     assert entry["subtasks"]["en"]["word_sorting"] == 0.0
     assert entry["scores"]["en"] == pytest.approx(26 / 27)
     req = backend.generated[0]
-    assert req.full_prompt.count("\n\nQ: ") == 3 + 1 - req.full_prompt.startswith("Q: ")  # 3 exemplars + question
+    assert req.full_prompt.count("\n\nQ: ") == 3 + 1 - req.full_prompt.startswith(
+        "Q: "
+    )  # 3 exemplars + question
     assert "canary" not in req.full_prompt and req.stop == ("\n\nQ:", "\n\n")
 
 
@@ -285,10 +350,20 @@ def test_shared_loaders_read_original_layouts() -> None:
 
 def _write_humaneval(folder: Path) -> None:
     problems = [
-        {"task_id": "T/0", "prompt": "def add(a, b):\n    \"\"\"Add two numbers.\"\"\"\n", "entry_point": "add",
-         "canonical_solution": "    return a + b\n", "test": "def check(f):\n    assert f(2, 3) == 5\n"},
-        {"task_id": "T/1", "prompt": "def neg(a):\n    \"\"\"Negate.\"\"\"\n", "entry_point": "neg",
-         "canonical_solution": "    return -a\n", "test": "def check(f):\n    assert f(2) == -2\n"},
+        {
+            "task_id": "T/0",
+            "prompt": 'def add(a, b):\n    """Add two numbers."""\n',
+            "entry_point": "add",
+            "canonical_solution": "    return a + b\n",
+            "test": "def check(f):\n    assert f(2, 3) == 5\n",
+        },
+        {
+            "task_id": "T/1",
+            "prompt": 'def neg(a):\n    """Negate."""\n',
+            "entry_point": "neg",
+            "canonical_solution": "    return -a\n",
+            "test": "def check(f):\n    assert f(2) == -2\n",
+        },
     ]
     folder.mkdir(parents=True)
     (folder / "HumanEval.jsonl").write_text("".join(json.dumps(p) + "\n" for p in problems))
@@ -306,7 +381,9 @@ def test_humaneval_greedy_and_sampled_pass_at_k(tmp_path: Path) -> None:
     results = evaluate(backend, "humaneval", data_dir=tmp_path, output_dir=tmp_path / "o", progress=False)
     assert results["tasks"]["humaneval"]["scores"]["en"] == 0.5
     assert backend.generated[0].do_sample is False
-    assert backend.generated[0].full_prompt.endswith('"""')  # stripped, completion-style even for instruct LMs
+    assert backend.generated[0].full_prompt.endswith(
+        '"""'
+    )  # stripped, completion-style even for instruct LMs
     rows = read_predictions(tmp_path / "o" / "predictions" / "humaneval.jsonl")
     assert rows["test/en/T/0"]["extracted"] == "\n    return a + b\n\n"
     assert rows["test/en/T/1"]["detail"]["status"] == "failed"
@@ -322,7 +399,9 @@ def test_humaneval_greedy_and_sampled_pass_at_k(tmp_path: Path) -> None:
         return body[name]
 
     backend = FakeBackend(answer=sampled)
-    results = evaluate(backend, "humaneval", data_dir=tmp_path, num_samples=4, pass_k=(1, 2, 10), progress=False)
+    results = evaluate(
+        backend, "humaneval", data_dir=tmp_path, num_samples=4, pass_k=(1, 2, 10), progress=False
+    )
     entry = results["tasks"]["humaneval"]
     assert all(r.do_sample and r.temperature == 0.8 for r in backend.generated)
     assert entry["pass_at_k"]["en"]["pass@1"] == pytest.approx(0.75)
@@ -332,16 +411,31 @@ def test_humaneval_greedy_and_sampled_pass_at_k(tmp_path: Path) -> None:
 
 def test_compare_shows_deltas(tmp_path: Path, data_dir: Path) -> None:
     golds = {q: a for rows in MGSM_ROWS.values() for q, a in rows}
-    base = evaluate(FakeBackend(answer=oracle(golds, {MGSM_ROWS["en"][0][0]}), name="LM"), "mgsm",
-                    languages="en,sw", data_dir=data_dir, output_dir=tmp_path / "lm", progress=False)
+    base = evaluate(
+        FakeBackend(answer=oracle(golds, {MGSM_ROWS["en"][0][0]}), name="LM"),
+        "mgsm",
+        languages="en,sw",
+        data_dir=data_dir,
+        output_dir=tmp_path / "lm",
+        progress=False,
+    )
     assert base["tasks"]["mgsm"]["scores"]["sw"] == 0.0
-    evaluate(FakeBackend(answer=oracle(golds, set(golds)), name="LM+LangBridge"), "mgsm", languages="en,sw",
-             data_dir=data_dir, output_dir=tmp_path / "lb", progress=False)
+    evaluate(
+        FakeBackend(answer=oracle(golds, set(golds)), name="LM+LangBridge"),
+        "mgsm",
+        languages="en,sw",
+        data_dir=data_dir,
+        output_dir=tmp_path / "lb",
+        progress=False,
+    )
     table = compare([tmp_path / "lm" / "results.json", tmp_path / "lb"])
     lines = table.splitlines()
     assert "| Model | en | sw | AVG | HRL | LRL |" in lines
     assert "| LM | 33.3 | 0.0 | 16.7 | 33.3 | 0.0 |" in lines
-    assert "| LM+LangBridge | 100.0 (+66.7) | 100.0 (+100.0) | 100.0 (+83.3) | 100.0 (+66.7) | 100.0 (+100.0) |" in lines
+    assert (
+        "| LM+LangBridge | 100.0 (+66.7) | 100.0 (+100.0) | 100.0 (+83.3) | 100.0 (+66.7) | 100.0 (+100.0) |"
+        in lines
+    )
     with pytest.raises(FileNotFoundError, match="no results file"):
         compare([tmp_path / "nothing.json"])
 
@@ -355,10 +449,25 @@ def _parser() -> argparse.ArgumentParser:
 def test_cli_compare_and_errors(tmp_path: Path, data_dir: Path, capsys) -> None:
     golds = {q: a for rows in MGSM_ROWS.values() for q, a in rows}
     for name, right in (("a", set()), ("b", set(golds))):
-        evaluate(FakeBackend(answer=oracle(golds, right), name=name), "mgsm", languages="en", data_dir=data_dir,
-                 output_dir=tmp_path / name, progress=False)
-    args = _parser().parse_args(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--labels", "LM,LB",
-                                 "--output", str(tmp_path / "cmp.md")])
+        evaluate(
+            FakeBackend(answer=oracle(golds, right), name=name),
+            "mgsm",
+            languages="en",
+            data_dir=data_dir,
+            output_dir=tmp_path / name,
+            progress=False,
+        )
+    args = _parser().parse_args(
+        [
+            "compare",
+            str(tmp_path / "a"),
+            str(tmp_path / "b"),
+            "--labels",
+            "LM,LB",
+            "--output",
+            str(tmp_path / "cmp.md"),
+        ]
+    )
     assert args.func(args) == 0
     assert "| LB | 100.0 (+100.0) |" in capsys.readouterr().out
     assert "| LM | 0.0 |" in (tmp_path / "cmp.md").read_text()

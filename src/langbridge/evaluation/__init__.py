@@ -9,7 +9,13 @@ from .backends import CausalLMBackend, EvalModel, LangBridgeBackend, load_backen
 from .data import DataNotFoundError, DataSource
 from .registry import BuildOptions, Example, Task, available_tasks, get_task, register_task
 from .report import compare, load_results, results_markdown
-from .requests import INSTRUCTION_TEMPLATES, GenerationRequest, LoglikelihoodRequest, PromptStyle, make_generation
+from .requests import (
+    INSTRUCTION_TEMPLATES,
+    GenerationRequest,
+    LoglikelihoodRequest,
+    PromptStyle,
+    make_generation,
+)
 from .runner import evaluate, read_predictions
 from .scoring import bbh_exact_match, extract_bbh_answer, extract_last_number, numbers_equal
 

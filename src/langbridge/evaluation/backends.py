@@ -18,7 +18,13 @@ import torch
 from transformers import GenerationConfig
 
 from ..utils import resolve_model_name
-from .requests import INSTRUCTION_TEMPLATES, GenerationRequest, LoglikelihoodRequest, PromptStyle, resolve_lm_prompt
+from .requests import (
+    INSTRUCTION_TEMPLATES,
+    GenerationRequest,
+    LoglikelihoodRequest,
+    PromptStyle,
+    resolve_lm_prompt,
+)
 from .scoring import truncate_at_stop
 
 __all__ = ["EvalModel", "LangBridgeBackend", "CausalLMBackend", "load_backend", "resolve_dtype"]
@@ -41,13 +47,19 @@ class EvalModel(Protocol):
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device) -> torch.dtype:
-    """"auto" (or None): bfloat16 on CUDA, float32 elsewhere."""
+    """ "auto" (or None): bfloat16 on CUDA, float32 elsewhere."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype in (None, "auto"):
         return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if dtype not in table:
         raise ValueError(f"dtype {dtype!r} is not supported; use auto, float32, bfloat16 or float16.")
     return table[dtype]
@@ -155,7 +167,9 @@ class _Backend:
                         results[i] = out
         return [truncate_at_stop(out, r.stop) for out, r in zip(results, requests, strict=True)]
 
-    def _generation_config(self, request: GenerationRequest, n: int, pad_id: int, eos_ids: list[int]) -> GenerationConfig:
+    def _generation_config(
+        self, request: GenerationRequest, n: int, pad_id: int, eos_ids: list[int]
+    ) -> GenerationConfig:
         # A fresh config: the checkpoint's own sampling defaults must not leak into greedy evaluation.
         kwargs: dict[str, Any] = dict(
             max_new_tokens=request.max_new_tokens,
@@ -200,7 +214,12 @@ class _Backend:
         return [(float(t), bool(g)) for t, g in zip(total, greedy, strict=True)]
 
     def config(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "device": str(self.device), "batch_size": self.batch_size}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "device": str(self.device),
+            "batch_size": self.batch_size,
+        }
 
 
 class LangBridgeBackend(_Backend):
@@ -208,7 +227,9 @@ class LangBridgeBackend(_Backend):
 
     kind = "langbridge"
 
-    def __init__(self, model: Any, processor: Any, batch_size: int = 8, name: str | None = None, device: Any = None):
+    def __init__(
+        self, model: Any, processor: Any, batch_size: int = 8, name: str | None = None, device: Any = None
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         self.model = model.eval()
@@ -239,7 +260,10 @@ class LangBridgeBackend(_Backend):
 
     def describe_request(self, request: GenerationRequest) -> dict[str, str]:
         """What this model read, for the predictions file."""
-        return {"prompt": request.encoder_text, "lm_prompt": resolve_lm_prompt(request, self.processor.lm_prompt)}
+        return {
+            "prompt": request.encoder_text,
+            "lm_prompt": resolve_lm_prompt(request, self.processor.lm_prompt),
+        }
 
     def _prompt_key(self, request: GenerationRequest) -> tuple:
         return (request.encoder_text, resolve_lm_prompt(request, self.processor.lm_prompt))
@@ -296,14 +320,18 @@ class CausalLMBackend(_Backend):
 
     kind = "causal-lm"
 
-    def __init__(self, lm: Any, tokenizer: Any, batch_size: int = 8, name: str | None = None, device: Any = None):
+    def __init__(
+        self, lm: Any, tokenizer: Any, batch_size: int = 8, name: str | None = None, device: Any = None
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         self.model = lm.eval()
         self.tokenizer = tokenizer
         if tokenizer.pad_token_id is None:
             if tokenizer.eos_token_id is None:
-                raise ValueError("The LM tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token.")
+                raise ValueError(
+                    "The LM tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token."
+                )
             tokenizer.pad_token = tokenizer.eos_token  # pads are masked out
         self.batch_size = batch_size
         self.device = torch.device(device) if device is not None else next(lm.parameters()).device
@@ -312,7 +340,9 @@ class CausalLMBackend(_Backend):
         self.name = name or getattr(lm.config, "name_or_path", None) or "causal-lm"
         self._bos = _adds_bos(tokenizer)
         self._eos = _eos_ids(lm, tokenizer)
-        positions = getattr(lm.config, "max_position_embeddings", None) or getattr(lm.config, "n_positions", None)
+        positions = getattr(lm.config, "max_position_embeddings", None) or getattr(
+            lm.config, "n_positions", None
+        )
         self.max_length = int(positions or 2048)
 
     def prompt_style(self, style: str = "auto", instruction_template: str | None = None) -> PromptStyle:
@@ -372,7 +402,9 @@ class CausalLMBackend(_Backend):
                 ctx_ids = self._encode(stripped)
                 whole = self._encode(stripped + continuation)
             else:  # empty context: condition on BOS (or EOS) alone
-                ctx_ids = [self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self._eos[0]]
+                ctx_ids = [
+                    self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self._eos[0]
+                ]
                 whole = []
             # Tokenizing jointly keeps the boundary as the LM saw such text in training; fall back to
             # separate tokenization when the joint one does not start with the context tokens.

@@ -30,7 +30,9 @@ def _int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers (e.g. 1,10), got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers (e.g. 1,10), got {text!r}"
+        ) from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return values
@@ -58,15 +60,27 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
             "(default: $LANGBRIDGE_DATA, else ../shared/data) in the original file layouts, else from the hub."
         ),
     )
-    p.add_argument("model", nargs="?", help="LangBridge checkpoint directory (or, with --lm-only, a causal LM path/alias)")
+    p.add_argument(
+        "model",
+        nargs="?",
+        help="LangBridge checkpoint directory (or, with --lm-only, a causal LM path/alias)",
+    )
     p.add_argument("--tasks", help=f"comma-separated tasks: {TASKS_HELP}")
     p.add_argument("--languages", help="comma-separated language codes (default: all of each task)")
     p.add_argument("--limit", type=_positive_int, help="first N examples per language (for quick checks)")
-    p.add_argument("--batch-size", type=_positive_int, default=8, help="examples per forward/generate call (default 8)")
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=8, help="examples per forward/generate call (default 8)"
+    )
     p.add_argument("--output", type=Path, help="output directory (default: eval_results/<model name>)")
-    p.add_argument("--lm-only", action="store_true", help="MODEL is a plain causal LM: the LM-alone baseline row")
+    p.add_argument(
+        "--lm-only", action="store_true", help="MODEL is a plain causal LM: the LM-alone baseline row"
+    )
     p.add_argument("--name", help="model name in results and tables (default: the MODEL folder name)")
-    p.add_argument("--data-dir", type=Path, help="folder holding mgsm/, xcopa/, humaneval/, humaneval_mt/, bbh/, msvamp/, bbh_bn/")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="folder holding mgsm/, xcopa/, humaneval/, humaneval_mt/, bbh/, msvamp/, bbh_bn/",
+    )
     p.add_argument(
         "--task-dir",
         type=_task_dir,
@@ -90,16 +104,33 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--num-fewshot", type=int, help="exemplars for base-LM prompts (MGSM/MSVAMP default 8)")
     p.add_argument("--max-new-tokens", type=_positive_int, help="generation budget (default: per task, 512)")
-    p.add_argument("--samples", type=_positive_int, default=1, help="code tasks: completions per problem; >1 samples for pass@k")
-    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature for --samples > 1 (default 0.8)")
-    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling for --samples > 1 (default 0.95)")
+    p.add_argument(
+        "--samples",
+        type=_positive_int,
+        default=1,
+        help="code tasks: completions per problem; >1 samples for pass@k",
+    )
+    p.add_argument(
+        "--temperature", type=float, default=0.8, help="sampling temperature for --samples > 1 (default 0.8)"
+    )
+    p.add_argument(
+        "--top-p", type=float, default=0.95, help="nucleus sampling for --samples > 1 (default 0.95)"
+    )
     p.add_argument("--pass-k", type=_int_list, default=[1, 10], help="k values for pass@k (default 1,10)")
-    p.add_argument("--sandbox-workers", type=_positive_int, help="parallel test programs for code tasks (default: CPU count, max 8)")
+    p.add_argument(
+        "--sandbox-workers",
+        type=_positive_int,
+        help="parallel test programs for code tasks (default: CPU count, max 8)",
+    )
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
+    p.add_argument(
+        "--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--offline", action="store_true", help="never download datasets from the hub")
-    p.add_argument("--overwrite", action="store_true", help="discard predictions in --output made with other settings")
+    p.add_argument(
+        "--overwrite", action="store_true", help="discard predictions in --output made with other settings"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list-tasks", action="store_true", help="list the registered tasks and exit")
     p.set_defaults(func=_run_eval)
@@ -108,7 +139,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         "compare",
         help="side-by-side table of results.json files with deltas to the first (LM alone first, then LangBridge)",
     )
-    c.add_argument("results", nargs="+", type=Path, help="results.json files (or the output folders holding them)")
+    c.add_argument(
+        "results", nargs="+", type=Path, help="results.json files (or the output folders holding them)"
+    )
     c.add_argument("--labels", help="comma-separated row labels, one per file (default: model names)")
     c.add_argument("--output", type=Path, help="also write the markdown to this file")
     c.set_defaults(func=_run_compare)
@@ -120,10 +153,15 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.list_tasks:
         for name in available_tasks():
             task = get_task(name)
-            print(f"{name:14s} {task.kind:13s} {','.join(task.languages)}\n{'':14s} {task.description}\n{'':14s} data: {task.data_help}")
+            print(
+                f"{name:14s} {task.kind:13s} {','.join(task.languages)}\n{'':14s} {task.description}\n{'':14s} data: {task.data_help}"
+            )
         return 0
     if not args.model:
-        print("error: MODEL is required (a LangBridge checkpoint, or a causal LM with --lm-only).", file=sys.stderr)
+        print(
+            "error: MODEL is required (a LangBridge checkpoint, or a causal LM with --lm-only).",
+            file=sys.stderr,
+        )
         return 2
     if not args.tasks:
         print(f"error: --tasks is required (comma-separated: {TASKS_HELP}).", file=sys.stderr)
@@ -132,7 +170,10 @@ def _run_eval(args: argparse.Namespace) -> int:
     for name, path in args.task_dir:
         key = name.lower().replace("_", "-")
         if key not in TASK_FOLDERS:
-            print(f"error: --task-dir {name}=...: unknown task; use one of {', '.join(TASK_FOLDERS)}.", file=sys.stderr)
+            print(
+                f"error: --task-dir {name}=...: unknown task; use one of {', '.join(TASK_FOLDERS)}.",
+                file=sys.stderr,
+            )
             return 2
         task_dirs[TASK_FOLDERS[key]] = path
 

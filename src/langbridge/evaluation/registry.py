@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .data import DataSource
-from .requests import GenerationRequest, LoglikelihoodRequest, PromptStyle
+from .requests import GenerationRequest, LoglikelihoodRequest
 
 __all__ = ["Example", "BuildOptions", "Task", "register_task", "get_task", "available_tasks", "TASKS"]
 

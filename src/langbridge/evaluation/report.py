@@ -94,7 +94,9 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
     if p.is_dir():
         p = p / "results.json"
     if not p.is_file():
-        raise FileNotFoundError(f"{path}: no results file; pass results.json files written by `langbridge eval`.")
+        raise FileNotFoundError(
+            f"{path}: no results file; pass results.json files written by `langbridge eval`."
+        )
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
@@ -112,16 +114,25 @@ def compare(paths: Sequence[str | os.PathLike], labels: Sequence[str] | None = N
     results = [load_results(p) for p in paths]
     if labels is not None and len(labels) != len(results):
         raise ValueError(f"Got {len(labels)} labels for {len(results)} results files; give one per file.")
-    names = list(labels) if labels is not None else [r.get("model") or Path(p).stem for r, p in zip(results, paths, strict=True)]
+    names = (
+        list(labels)
+        if labels is not None
+        else [r.get("model") or Path(p).stem for r, p in zip(results, paths, strict=True)]
+    )
     # Repeated model names (same model, different settings) get the file's folder as a suffix.
     if len(set(names)) < len(names):
-        names = [f"{n} ({Path(p).resolve().parent.name if Path(p).is_file() else Path(p).name})" for n, p in zip(names, paths, strict=True)]
+        names = [
+            f"{n} ({Path(p).resolve().parent.name if Path(p).is_file() else Path(p).name})"
+            for n, p in zip(names, paths, strict=True)
+        ]
     tasks: list[str] = []
     for r in results:
         tasks += [t for t in r["tasks"] if t not in tasks]
     parts = []
     for task in tasks:
-        rows = [(name, r["tasks"][task]) for name, r in zip(names, results, strict=True) if task in r["tasks"]]
+        rows = [
+            (name, r["tasks"][task]) for name, r in zip(names, results, strict=True) if task in r["tasks"]
+        ]
         with_deltas = task in results[0]["tasks"] and len(rows) > 1
         parts.append(_table(task, rows, with_deltas=with_deltas))
         parts.append("")

@@ -73,7 +73,9 @@ def read_predictions(path: str | os.PathLike) -> dict[str, dict]:
         except json.JSONDecodeError:
             if n == len(lines) - 1:
                 break  # interrupted mid-write
-            raise ValueError(f"{p}: line {n + 1} is not valid JSON; delete the file to start this task over.") from None
+            raise ValueError(
+                f"{p}: line {n + 1} is not valid JSON; delete the file to start this task over."
+            ) from None
         rows[row["key"]] = row
     return rows
 
@@ -98,7 +100,9 @@ def _language_metrics(task: Task, rows: list[dict], pass_k: Sequence[int]) -> di
         scores = {}
         for k in sorted(set(pass_k) | {1}):
             if k <= n_min:
-                scores[f"pass@{k}"] = sum(pass_at_k(len(v), sum(v), k) for v in per_problem.values()) / len(per_problem)
+                scores[f"pass@{k}"] = sum(pass_at_k(len(v), sum(v), k) for v in per_problem.values()) / len(
+                    per_problem
+                )
         return {"score": scores["pass@1"], "n": len(per_problem), "pass_at_k": scores}
     correct = [bool(r["correct"]) for r in rows]
     out: dict[str, Any] = {"n": len(rows), "micro": sum(correct) / len(correct)}
@@ -126,7 +130,9 @@ def _select_languages(tasks: list[Task], languages: list[str] | None) -> dict[st
     chosen = {t.name: [lang for lang in languages if lang in t.languages] for t in tasks}
     for t in tasks:
         if not chosen[t.name]:
-            logger.warning("Skipping %s: none of the languages %s are in it (%s).", t.name, languages, t.languages)
+            logger.warning(
+                "Skipping %s: none of the languages %s are in it (%s).", t.name, languages, t.languages
+            )
     return chosen
 
 
@@ -170,12 +176,17 @@ def evaluate(
         raise ValueError(f"limit must be >= 1, got {limit}.")
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
-    task_list = [t if isinstance(t, Task) else get_task(t) for t in (_as_list(tasks) if isinstance(tasks, str) else tasks)]
+    task_list = [
+        t if isinstance(t, Task) else get_task(t)
+        for t in (_as_list(tasks) if isinstance(tasks, str) else tasks)
+    ]
     if not task_list:
         raise ValueError("No tasks given; pass e.g. tasks='mgsm,xcopa'.")
     lang_choice = _select_languages(task_list, _as_list(languages))
     if isinstance(model, str | os.PathLike):
-        backend = load_backend(model, lm_only=lm_only, batch_size=batch_size, device=device, dtype=dtype, name=model_name)
+        backend = load_backend(
+            model, lm_only=lm_only, batch_size=batch_size, device=device, dtype=dtype, name=model_name
+        )
     else:
         backend = model
         if model_name:
@@ -200,7 +211,9 @@ def evaluate(
         "top_p": top_p if num_samples > 1 else None,
         "data_dir": str(source.root) if source.root else None,
     }
-    backend_config = backend.config() if hasattr(backend, "config") else {"name": backend.name, "kind": backend.kind}
+    backend_config = (
+        backend.config() if hasattr(backend, "config") else {"name": backend.name, "kind": backend.kind}
+    )
     results: dict[str, Any] = {
         "model": backend.name,
         "backend": backend.kind,
@@ -276,7 +289,18 @@ def evaluate(
                 for u in pending:
                     u.request = task.build(u.example, style, options, shots)
                 ran += len(pending)
-                _run_units(task, backend, pending, done, pred_path, config_hash, batch_size, progress, sandbox_workers, task_split)
+                _run_units(
+                    task,
+                    backend,
+                    pending,
+                    done,
+                    pred_path,
+                    config_hash,
+                    batch_size,
+                    progress,
+                    sandbox_workers,
+                    task_split,
+                )
             task_rows[lang] = [done[u.key] for u in units]
         elapsed = time.perf_counter() - started
 
@@ -362,7 +386,9 @@ def _run_units(
         pred_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(pred_path, "a", encoding="utf-8") if pred_path is not None else None  # noqa: SIM115
     lang = pending[0].example.language
-    bar = tqdm(total=len(pending), desc=f"{task.name} {lang}", unit="ex", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(pending), desc=f"{task.name} {lang}", unit="ex", disable=not progress, dynamic_ncols=True
+    )
     n_correct = 0
     try:
         for start in range(0, len(pending), per_batch):
