@@ -15,11 +15,12 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     return _train(config, resume=resume)
 
 
-def dry_run(config: TrainConfig) -> dict[str, Any]:
-    """Build the model on the meta device and print parameter counts and memory estimates."""
+def dry_run(config: TrainConfig, **kwargs: Any) -> dict[str, Any]:
+    """Build the model on the meta device and print parameter counts and memory estimates (see
+    `langbridge.training.dryrun.dry_run` for `print_fn` and `world_size`)."""
     from langbridge.training.dryrun import dry_run as _dry_run
 
-    return _dry_run(config)
+    return _dry_run(config, **kwargs)
 
 
 __all__ = [

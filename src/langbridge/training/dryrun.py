@@ -148,20 +148,33 @@ def format_report(cfg: TrainConfig, report: dict[str, Any]) -> str:
     for name, p in report["parts"].items():
         lines.append(f"{name:<8} {p['parameters']:>16,} {p['trainable']:>16,}")
     lines.append(f"{'total':<8} {report['parameters']:>16,} {report['trainable']:>16,}")
+    sharded = report.get("sharded")
     lines += [
         "",
         f"memory estimate per device, one step (micro batch {report['micro_batch']}, LM sequence "
         f"{report['lm_sequence_length']}, frozen weights in {report['frozen_dtype']}, gradient checkpointing "
         f"{'on' if report['gradient_checkpointing'] else 'off'}):",
     ]
+    header = f"  {'':<24} {'1 device':>12}"
+    if sharded:
+        label = f"{sharded['world_size']} GPUs ZeRO-2"
+        header += f" {label:>18}"
+    lines.append(header)
     for key, value in report["memory_bytes"].items():
-        lines.append(f"  {key:<24} {value / GIB:>9.2f} GiB")
+        line = f"  {key:<24} {value / GIB:>8.2f} GiB"
+        if sharded:
+            line += f" {sharded['memory_bytes'][key] / GIB:>14.2f} GiB"
+        lines.append(line)
     lines.append("  (activations and logits are rough; measure with a real step before sizing a cluster)")
     return "\n".join(lines)
 
 
-def dry_run(cfg: TrainConfig, print_fn: Any = print) -> dict[str, Any]:
+def dry_run(cfg: TrainConfig, print_fn: Any = print, world_size: int = 8) -> dict[str, Any]:
+    """Print and return the estimate for one device and, with `world_size` > 1, per device when gradients and
+    optimizer states are sharded over that many processes (DeepSpeed ZeRO-2 / FSDP)."""
     model = build_meta_model(cfg)
     report = estimate(cfg, model)
+    if world_size > 1:
+        report["sharded"] = estimate(cfg, model, world_size=world_size) | {"world_size": world_size}
     print_fn(format_report(cfg, report))
     return report

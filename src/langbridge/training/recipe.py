@@ -159,6 +159,7 @@ class Position:
 
 def build_model_and_processor(cfg: TrainConfig, torch_dtype: torch.dtype) -> tuple[Any, Any]:
     from langbridge import LangBridgeModel, LangBridgeProcessor
+    from langbridge.processing import default_lm_prefix, load_encoder_tokenizer, load_lm_tokenizer
     from langbridge.training.templates import get_template
 
     m, d = cfg.model, cfg.data
@@ -179,12 +180,18 @@ def build_model_and_processor(cfg: TrainConfig, torch_dtype: torch.dtype) -> tup
     if m.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     template = get_template(d.template, d.encoder_template, d.lm_prompt)
-    processor = LangBridgeProcessor.from_encoder_and_lm(
-        m.encoder,
-        m.lm,
+    encoder_tokenizer = load_encoder_tokenizer(m.encoder)
+    lm_tokenizer = load_lm_tokenizer(m.lm)
+    lm_prefix = d.lm_prefix
+    if lm_prefix is None:
+        # The LM's BOS (the paper's layout) followed by the template's opening, e.g. ChatML's user turn.
+        lm_prefix = default_lm_prefix(lm_tokenizer) + template.lm_prefix
+    processor = LangBridgeProcessor(
+        encoder_tokenizer,
+        lm_tokenizer,
         encoder_template=template.encoder_template,
         lm_prompt=template.lm_prompt,
-        lm_prefix=d.lm_prefix,
+        lm_prefix=lm_prefix,
         max_encoder_length=d.max_encoder_length,
         max_lm_length=d.max_lm_length,
         soft_token_id=model.config.soft_token_id,
@@ -193,11 +200,20 @@ def build_model_and_processor(cfg: TrainConfig, torch_dtype: torch.dtype) -> tup
 
 
 def set_train_mode(model: torch.nn.Module) -> None:
-    """Train mode for what we train; frozen parts stay in eval mode so their dropout adds no noise."""
+    """Train mode for what we train; frozen parts stay in eval mode so their dropout adds no noise.
+
+    transformers only checkpoints a layer whose own `training` flag is set, so with gradient checkpointing the
+    layers of a frozen part get that flag (and nothing else: their dropout submodules stay in eval mode).
+    """
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
     model.train()
     for part in (model.encoder, model.lm):
         if not any(p.requires_grad for p in part.parameters()):
             part.eval()
+            for module in part.modules():
+                if isinstance(module, GradientCheckpointingLayer) and module.gradient_checkpointing:
+                    module.training = True
 
 
 def param_groups(model: Any, cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -397,6 +413,33 @@ class Checkpointer:
         return Position(**{k: state[k] for k in Position.__dataclass_fields__})
 
 
+# Settings that do not change what is computed, so they may differ between a run and its resumption.
+RESUME_NEUTRAL = (
+    "output_dir",
+    "max_steps",
+    "num_epochs",
+    "log_interval",
+    "eval_interval",
+    "eval_batch_size",
+    "save_interval",
+    "save_total_limit",
+    "report_to",
+    "progress_bar",
+    "num_threads",
+)
+
+
+def config_changes(checkpoint: Path, cfg: TrainConfig) -> list[str]:
+    """Dotted keys whose value differs between the checkpoint's config and `cfg` (outside RESUME_NEUTRAL)."""
+    saved = json.loads((checkpoint / STATE).read_text(encoding="utf-8")).get("config") or {}
+    old, new = _flatten(saved), _flatten(cfg.to_dict())
+    return sorted(
+        f"{k} ({old.get(k)!r} -> {new.get(k)!r})"
+        for k in set(old) | set(new)
+        if old.get(k) != new.get(k) and k not in RESUME_NEUTRAL
+    )
+
+
 def _fsync_tree(root: Path) -> None:
     for f in root.rglob("*"):
         if f.is_file():
@@ -447,7 +490,7 @@ def held_out_loss(model: Any, accelerator: Any, examples: list, collator: Collat
         batch = {k: v.to(accelerator.device) for k, v in collator(batch_examples).items()}
         n = int((batch["labels"][:, 1:] != -100).sum())
         with accelerator.autocast():
-            out = model(**batch)
+            out = model(**batch, use_cache=False)
         if counts and n:
             total[0] += out.loss.double() * n
             total[1] += n
@@ -549,6 +592,13 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     metrics = MetricsWriter(accelerator, output_dir / METRICS, bool(trackers))
     pos = Position()
     if checkpoint is not None:
+        changed = config_changes(checkpoint, cfg)
+        if changed and main:
+            logger.warning(
+                "--resume: these settings differ from the checkpoint's, so the run will not repeat the "
+                "uninterrupted loss curve: %s",
+                ", ".join(changed),
+            )
         pos = checkpointer.load(checkpoint, model, optimizer, scheduler)
         metrics.truncate_after(pos.step)
         if main:
@@ -598,7 +648,9 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         unit="step",
     )
     window_start = time.perf_counter()
+    window_cpu = time.process_time()
     run_start = time.perf_counter() - pos.elapsed
+    start_step, start_elapsed = pos.step, pos.elapsed
     last_eval = float("nan")
     grad_norm = None
     while pos.step < total_steps:
@@ -611,7 +663,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             with accelerator.accumulate(model):
                 with accelerator.autocast():
-                    out = model(**batch)
+                    out = model(**batch, use_cache=False)
                 # A batch whose targets were all truncated away has no loss; keep the graph (DDP) with a zero.
                 loss = out.loss if targets else out.logits.sum() * 0.0
                 accelerator.backward(loss)
@@ -642,6 +694,9 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                 "tokens_per_s": float(counts[0]) / max(now - window_start, 1e-9),
                 "target_tokens_per_s": float(counts[1]) / max(now - window_start, 1e-9),
                 "elapsed_s": now - run_start,
+                # Process CPU seconds (all threads) of this window: throughput on a shared machine is judged by
+                # it, since wall time there depends on what else runs.
+                "cpu_s": time.process_time() - window_cpu,
                 "peak_rss_mb": round(peak_rss_mb(), 1),
             }
             if torch.cuda.is_available():
@@ -650,23 +705,27 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}", refresh=False)
             pos.window_loss, pos.window_steps, pos.window_tokens, pos.window_targets = 0.0, 0, 0, 0
             window_start = time.perf_counter()
+            window_cpu = time.process_time()
 
         is_last = pos.step == total_steps
         if data.eval_examples and ((cfg.eval_interval and pos.step % cfg.eval_interval == 0) or is_last):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             last_eval = held_out_loss(model, accelerator, data.eval_examples, collator, eval_bs)
             metrics.write({"split": "eval", "step": pos.step, "eval_loss": last_eval})
             if main:
                 bar.write(f"step {pos.step}: held-out loss {last_eval:.4f}")
-            window_start += time.perf_counter() - t0  # eval time is not training throughput
+            # Eval time is not training throughput.
+            window_start += time.perf_counter() - t0
+            window_cpu += time.process_time() - c0
 
         if cfg.save_interval and pos.step % cfg.save_interval == 0 and not is_last:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             pos.elapsed = time.perf_counter() - run_start
             path = checkpointer.save(model, optimizer, scheduler, pos, cfg)
             if main:
                 bar.write(f"step {pos.step}: saved {path}")
             window_start += time.perf_counter() - t0
+            window_cpu += time.process_time() - c0
     bar.close()
     pos.elapsed = time.perf_counter() - run_start
 
@@ -679,7 +738,10 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             "epoch": pos.epoch,
             "tokens": pos.tokens,
             "elapsed_s": pos.elapsed,
+            "steps_per_s": (pos.step - start_step) / max(pos.elapsed - start_elapsed, 1e-9),
             "tokens_per_s": pos.tokens / max(pos.elapsed, 1e-9),
+            "cpu_s_this_process": time.process_time(),
+            "threads": torch.get_num_threads(),
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "final_eval_loss": None if math.isnan(last_eval) else last_eval,
             "processes": world,

@@ -17,6 +17,9 @@ class PromptTemplate:
     name: str
     encoder_template: str  # must contain "{text}"
     lm_prompt: str
+    # LM text before the bridged states, after the LM's own BOS (if its tokenizer adds one). Chat formats open
+    # the user turn here so the bridged states sit where the LM was trained to read the question.
+    lm_prefix: str = ""
     # How an optional `input` field is appended to the instruction (Alpaca-style data).
     input_format: str = "{instruction}\n\n{input}"
     # How an optional system message is combined with the user turn on the encoder side.
@@ -61,12 +64,15 @@ TEMPLATES: dict[str, PromptTemplate] = {
         name="chatml",
         encoder_template="{text}",
         lm_prompt="<|im_end|>\n<|im_start|>assistant\n",
-        description="ChatML: encoder reads the (system +) user message, LM sees '<|im_end|>\\n<|im_start|>assistant\\n'",
+        lm_prefix="<|im_start|>user\n",
+        description="ChatML: LM sees '<|im_start|>user\\n' [bridged (system +) user message] "
+        "'<|im_end|>\\n<|im_start|>assistant\\n'",
     ),
     "orca2": PromptTemplate(
         name="orca2",
         encoder_template="{text}",
         lm_prompt="<|im_end|>\n<|im_start|>assistant\n",
+        lm_prefix="<|im_start|>user\n",
         description="Orca 2 (ChatML) - same split as chatml",
     ),
 }
@@ -94,6 +100,7 @@ def get_template(
         name=base.name,
         encoder_template=base.encoder_template if encoder_template is None else encoder_template,
         lm_prompt=base.lm_prompt if lm_prompt is None else lm_prompt,
+        lm_prefix=base.lm_prefix,
         input_format=base.input_format,
         system_format=base.system_format,
         description=base.description,
