@@ -178,7 +178,7 @@ def build_model_and_processor(cfg: TrainConfig, torch_dtype: torch.dtype) -> tup
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
     if m.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
     template = get_template(d.template, d.encoder_template, d.lm_prompt)
     encoder_tokenizer = load_encoder_tokenizer(m.encoder)
     lm_tokenizer = load_lm_tokenizer(m.lm)
@@ -197,6 +197,16 @@ def build_model_and_processor(cfg: TrainConfig, torch_dtype: torch.dtype) -> tup
         soft_token_id=model.config.soft_token_id,
     )
     return model, processor
+
+
+def enable_checkpointing(model: Any) -> None:
+    """Activation (gradient) checkpointing of every encoder and LM layer, non-reentrant so frozen layers whose
+    inputs need gradients recompute correctly. transformers >= 5.x renamed the method; accept both."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def set_train_mode(model: torch.nn.Module) -> None:
@@ -504,13 +514,21 @@ def held_out_loss(model: Any, accelerator: Any, examples: list, collator: Collat
 
 def train(config: TrainConfig, resume: bool = False) -> Path:
     """Train a LangBridge bridge (and the encoder when not frozen). Returns the directory of the final adapter."""
+    cfg = validate(config)
+    threads = torch.get_num_threads()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    try:
+        return _train(cfg, resume)
+    finally:
+        torch.set_num_threads(threads)  # a Python caller's process keeps its own setting
+
+
+def _train(cfg: TrainConfig, resume: bool) -> Path:
     from accelerate import Accelerator
     from accelerate.utils import DistributedType, set_seed
     from tqdm.auto import tqdm
 
-    cfg = validate(config)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
     output_dir = Path(cfg.output_dir)
     mp, torch_dtype = resolve_precision(cfg.mixed_precision, cfg.model.dtype)
 
