@@ -66,7 +66,7 @@ def add_parsers(subparsers: Any) -> None:
         "output-language",
         help="language of every generated answer (accidental translation into English)",
         description="Identifies the language of each generated answer in predictions JSONL files of "
-        "`langbridge evaluate` with lingua-language-detector and reports, per task and input language, the share "
+        "`langbridge eval` with lingua-language-detector and reports, per task and input language, the share "
         "answered in the input language, in English, in another language, or undetermined.",
     )
     out.add_argument(

@@ -1,6 +1,6 @@
 """Which language did the model answer in? ("accidental translation", Yoon et al. 2024, Sec. 6).
 
-Reads the predictions JSONL files written by ``langbridge evaluate`` (one generated answer per line), identifies
+Reads the predictions JSONL files written by ``langbridge eval`` (one generated answer per line), identifies
 the language of every answer offline with lingua-language-detector, and reports per task and input language the
 share of answers in the input language, in English, in another language, or undetermined (too few letters
 after stripping numbers, math and code).
@@ -174,7 +174,7 @@ def find_prediction_files(paths: Sequence[str | Path]) -> list[Path]:
             found = sorted(p.rglob("*predictions*.jsonl")) or sorted(p.rglob("*.jsonl"))
             if not found:
                 raise FileNotFoundError(
-                    f"No .jsonl files under {p}: pass the predictions files written by `langbridge evaluate`."
+                    f"No .jsonl files under {p}: pass the predictions files written by `langbridge eval`."
                 )
             files.extend(found)
         elif p.is_file():
@@ -211,7 +211,7 @@ def read_predictions(paths: Sequence[str | Path]) -> list[PredictionRecord]:
                             (" and " if missing else "") + "an output key (" + "/".join(OUTPUT_KEYS) + ")"
                         )
                     raise ValueError(
-                        f"{where}: record lacks {missing}; expected the predictions format of `langbridge evaluate` "
+                        f"{where}: record lacks {missing}; expected the predictions format of `langbridge eval` "
                         '({"task", "language", "output", "id", ...}).'
                     )
                 try:
