@@ -1,0 +1,187 @@
+"""Shared benchmark helpers: devices, timing, peak matmul FLOP/s, peak memory, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextmanager
+def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """bf16 autocast on GPU (the recipe's mixed precision); plain fp32 everywhere else."""
+    if dtype == torch.float32:
+        yield
+        return
+    with torch.autocast(device_type=device.type, dtype=dtype):
+        yield
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Peak matmul throughput: the denominator of MFU, measured in the same run on the same machine.
+def measure_matmul_peak(
+    device: torch.device, dtype: torch.dtype, size: int | None = None, seconds: float = 2.0
+) -> dict[str, float]:
+    """Best FLOP/s of a large square `torch.matmul` (2 n^3 FLOPs each), repeated for about `seconds`.
+
+    The best repetition is the peak: on a shared machine slower repetitions measure other people's load."""
+    if size is None:
+        size = 8192 if device.type == "cuda" else 2048
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    out = torch.empty(size, size, device=device, dtype=dtype)
+    torch.matmul(a, b, out=out)  # warm up (allocator, BLAS threads, cuBLAS heuristics)
+    sync(device)
+    rates = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds or len(rates) < 3:
+        t0 = time.perf_counter()
+        torch.matmul(a, b, out=out)
+        sync(device)
+        rates.append(2 * size**3 / (time.perf_counter() - t0))
+    return {
+        "peak_flops": max(rates),
+        "median_flops": statistics.median(rates),
+        "size": size,
+        "dtype": str(dtype).removeprefix("torch."),
+        "repetitions": len(rates),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Peak memory of one phase.
+def _vm_hwm_mb() -> float | None:
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    m = re.search(r"VmHWM:\s+(\d+)\s+kB", text)
+    return int(m.group(1)) / 1024 if m else None
+
+
+def _reset_vm_hwm() -> bool:
+    """Linux resets the peak-RSS mark when 5 is written to /proc/self/clear_refs."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _process_peak_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+@dataclass
+class PeakMemory:
+    """Peak memory during a `with` block: RSS on CPU (per phase where Linux allows resetting the mark, otherwise the
+    process peak so far), `torch.cuda.max_memory_allocated` on GPU."""
+
+    device: torch.device
+    rss_mb: float = 0.0
+    rss_scope: str = "phase"
+    gpu_mb: float | None = None
+    _reset: bool = field(default=False, repr=False)
+
+    def __enter__(self) -> PeakMemory:
+        self._reset = _reset_vm_hwm()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        hwm = _vm_hwm_mb() if self._reset else None
+        if hwm is None:
+            self.rss_mb, self.rss_scope = _process_peak_rss_mb(), "process"
+        else:
+            self.rss_mb = hwm
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.gpu_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"peak_rss_mb": round(self.rss_mb, 1), "rss_scope": self.rss_scope}
+        if self.gpu_mb is not None:
+            out["peak_gpu_mb"] = round(self.gpu_mb, 1)
+        return out
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
+    sync(device)
+    t0 = time.perf_counter()
+    result = fn()
+    sync(device)
+    return result, time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def system_info(device: torch.device) -> dict[str, Any]:
+    import transformers
+
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+    try:
+        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        pass
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Atomic: a temporary file in the same directory, then rename."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, default=str)
+            handle.write("\n")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

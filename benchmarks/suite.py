@@ -1,0 +1,412 @@
+"""The benchmark phases: training throughput + MFU, generation tokens/s, MGSM evaluation wall time, scaling.
+
+Every phase runs ours and the official-approach reference (benchmarks/reference.py) back to back in the same
+process, so the ratios hold even when the absolute speed of a shared machine drifts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from langbridge.evaluation import evaluate
+from langbridge.evaluation.backends import LangBridgeBackend
+from langbridge.evaluation.runner import read_predictions
+from langbridge.training.data import Collator, EpochBatchSampler, build_data
+from langbridge.training.recipe import BatchIterator, set_train_mode
+
+from .common import PeakMemory, autocast, measure_matmul_peak, sync
+from .flops import batch_lengths, train_shape, training_flops
+from .reference import OfficialReference, ReferenceBackend
+
+logger = logging.getLogger("benchmarks")
+
+
+@dataclass
+class Options:
+    device: torch.device
+    dtype: torch.dtype  # compute dtype: fp32, or bf16 autocast on GPU
+    train_steps: int = 4
+    warmup_steps: int = 1
+    train_batch: int = 8
+    repeats: int = 2
+    gen_batches: tuple[int, ...] = (1, 8, 32)
+    gen_tokens: int = 32
+    reference_gen_examples: int = 4
+    eval_languages: tuple[str, ...] = ("en", "zh", "sw", "bn")
+    eval_questions: int = 100
+    eval_max_new_tokens: int = 128
+    eval_batch: int = 32
+    reference: bool = True
+    scaling_batches: tuple[int, ...] = (1, 2, 4, 8)
+    scaling_lengths: tuple[int, ...] = (128, 256, 512)
+    train_overrides: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training
+def _train_loop(
+    step_fn: Any, batches: Any, lengths_fn: Any, params: list, opt: Any, opts: Options, shape: Any
+) -> dict[str, Any]:
+    """Times whole optimizer steps (data loading, collation and padding included)."""
+    dev = opts.device
+    totals = {"data_s": 0.0, "forward_s": 0.0, "backward_s": 0.0, "optimizer_s": 0.0}
+    tokens = targets = 0
+    flops = 0.0
+    padded = 0
+    per_step = []
+    with PeakMemory(dev) as mem:
+        for i in range(opts.warmup_steps + opts.train_steps):
+            sync(dev)
+            t0 = time.perf_counter()
+            batch = next(batches)
+            t1 = time.perf_counter()
+            enc, lm, tg = lengths_fn(batch)
+            batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+            with autocast(dev, opts.dtype):
+                loss = step_fn(batch)
+            sync(dev)
+            t2 = time.perf_counter()
+            loss.backward()
+            sync(dev)
+            t3 = time.perf_counter()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sync(dev)
+            t4 = time.perf_counter()
+            if i < opts.warmup_steps:
+                continue
+            totals["data_s"] += t1 - t0
+            totals["forward_s"] += t2 - t1
+            totals["backward_s"] += t3 - t2
+            totals["optimizer_s"] += t4 - t3
+            n = sum(enc) + sum(lm)
+            tokens += n
+            targets += sum(tg)
+            flops += training_flops(shape, enc, lm, tg)
+            padded += _padded_tokens(batch)
+            per_step.append({"seconds": round(t4 - t0, 4), "tokens": n, "loss": float(loss.detach())})
+    seconds = sum(totals.values())
+    return {
+        "steps": opts.train_steps,
+        "seconds": seconds,
+        "tokens": tokens,
+        "target_tokens": targets,
+        "tokens_per_s": tokens / seconds,
+        "mean_example_length": tokens / (opts.train_steps * opts.train_batch),
+        "padding_fraction": 1 - tokens / padded if padded else 0.0,
+        "flops": flops,
+        "achieved_flops": flops / seconds,
+        "breakdown_s": {k: round(v, 3) for k, v in totals.items()},
+        "per_step": per_step,
+        **mem.as_dict(),
+    }
+
+
+def _padded_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Token slots the model actually processed (encoder + LM, padding included)."""
+    if "encoder_input_ids" in batch:
+        return batch["encoder_input_ids"].numel() + batch["input_ids"].numel()
+    enc = batch["enc_ids"]
+    # Official layout: the LM sequence also carries every encoder slot (holes included) + end-of-encoder.
+    return enc.numel() + batch["input_ids"].numel() + enc.shape[0] * (enc.shape[1] + 1)
+
+
+def train_ours(model: Any, processor: Any, cfg: Any, opts: Options) -> dict[str, Any]:
+    data = build_data(cfg.data, processor, cfg.seed)
+    collator = Collator(processor, append_eos=data.append_eos)
+    stream = BatchIterator(data, cfg, collator, 0, 1)(0, 0)
+    batches = (batch for _, _, batch in stream)
+    set_train_mode(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.optim.lr_bridge, fused=opts.device.type == "cuda")
+    try:
+        return _train_loop(
+            lambda b: model(**b).loss, batches, batch_lengths, params, opt, opts, train_shape(model)
+        )
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.eval()
+
+
+def train_reference(model: Any, processor: Any, cfg: Any, opts: Options) -> dict[str, Any]:
+    ref = OfficialReference(model, processor)
+    data = build_data(cfg.data, processor, cfg.seed)
+    assert data.train is not None
+    # The official DataLoader: shuffle=True, no length grouping.
+    sampler = EpochBatchSampler(
+        data.train_indices, data.train.lengths(), cfg.batch_size, cfg.seed, 0, group_by_length=False
+    )
+    loader = DataLoader(
+        data.train, batch_sampler=sampler, collate_fn=lambda ex: ref.collate(ex, data.append_eos)
+    )
+    set_train_mode(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.optim.lr_bridge)
+    try:
+        return _train_loop(
+            lambda b: ref.loss(b)[0], iter(loader), ref.real_lengths, params, opt, opts, train_shape(model)
+        )
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.eval()
+
+
+def training_phase(pair: Any, ref_model: Any, cfg: Any, opts: Options) -> dict[str, Any]:
+    """Ours and the reference alternately, `repeats` times each, with the matmul peak measured before each."""
+    runs: dict[str, list] = {"ours": [], "reference": []}
+    peaks = []
+    for _ in range(opts.repeats):
+        peaks.append(
+            measure_matmul_peak(opts.device, torch.float32 if opts.dtype == torch.float32 else opts.dtype)
+        )
+        runs["ours"].append(train_ours(pair.model, pair.processor, cfg, opts))
+        if opts.reference:
+            runs["reference"].append(train_reference(ref_model, pair.processor, cfg, opts))
+    peak = max(p["peak_flops"] for p in peaks)
+    out: dict[str, Any] = {
+        "peak": {"peak_flops": peak, "measurements": peaks},
+        "shape": train_shape(pair.model).as_dict(),
+    }
+    for name, rs in runs.items():
+        if not rs:
+            continue
+        seconds = sum(r["seconds"] for r in rs)
+        tokens = sum(r["tokens"] for r in rs)
+        flops = sum(r["flops"] for r in rs)
+        out[name] = {
+            "tokens_per_s": tokens / seconds,
+            "achieved_flops": flops / seconds,
+            "mfu": flops / seconds / peak,
+            "mfu_per_run": [r["achieved_flops"] / p["peak_flops"] for r, p in zip(rs, peaks, strict=True)],
+            "padding_fraction": sum(r["padding_fraction"] for r in rs) / len(rs),
+            "mean_example_length": sum(r["mean_example_length"] for r in rs) / len(rs),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
+            "runs": rs,
+        }
+        if "peak_gpu_mb" in rs[0]:
+            out[name]["peak_gpu_mb"] = max(r["peak_gpu_mb"] for r in rs)
+    if runs["reference"]:
+        out["speedup_tokens_per_s"] = out["ours"]["tokens_per_s"] / out["reference"]["tokens_per_s"]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Generation
+def _eos_ids(model: Any, processor: Any) -> list[int]:
+    ids = model.generation_config.eos_token_id
+    ids = list(ids) if isinstance(ids, list | tuple) else ([ids] if ids is not None else [])
+    tok = processor.lm_tokenizer.eos_token_id
+    return ids + ([tok] if tok is not None and tok not in ids else [])
+
+
+@torch.no_grad()
+def generation_phase(pair: Any, ref_model: Any, questions: list[str], opts: Options) -> dict[str, Any]:
+    """Greedy generation of exactly `gen_tokens` new tokens per example (EOS suppressed so every batch does the same
+    work), with the KV cache; tokens/s counts generated tokens over the whole call (encoder and prefill included)."""
+    model, proc, dev = pair.model, pair.processor, opts.device
+    pad = proc.lm_tokenizer.pad_token_id
+    n = opts.gen_tokens
+
+    def run(texts: list[str], new_tokens: int) -> None:
+        batch = proc(texts, padding_side="left").to(dev)
+        with autocast(dev, opts.dtype):
+            model.generate(
+                **batch,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
+            )
+
+    def texts_for(b: int) -> list[str]:
+        return [questions[i % len(questions)] for i in range(b)]
+
+    run(texts_for(2), 2)  # warm-up
+    out: dict[str, Any] = {"new_tokens": n, "ours": {}}
+    for b in opts.gen_batches:
+        with PeakMemory(dev) as mem:
+            _, seconds = _timed(lambda b=b: run(texts_for(b), n), dev)
+        out["ours"][str(b)] = {"seconds": seconds, "tokens_per_s": b * n / seconds, **mem.as_dict()}
+    first = str(opts.gen_batches[0])
+    out["batch_scaling"] = {
+        b: out["ours"][b]["tokens_per_s"] / out["ours"][first]["tokens_per_s"] for b in out["ours"]
+    }
+    if opts.reference:
+        ref = OfficialReference(ref_model, proc)
+        eos = _eos_ids(model, proc)
+        k = opts.reference_gen_examples
+        ref.generate_one(questions[0], proc.lm_prompt, 2, eos, min_new_tokens=2)  # warm-up
+        with PeakMemory(dev) as mem:
+            _, seconds = _timed(
+                lambda: [ref.generate_one(t, proc.lm_prompt, n, eos, min_new_tokens=n) for t in texts_for(k)],
+                dev,
+            )
+        out["reference"] = {
+            "examples": k,
+            "seconds": seconds,
+            "tokens_per_s": k * n / seconds,
+            **mem.as_dict(),
+        }
+        out["speedup_vs_reference"] = {
+            b: r["tokens_per_s"] / out["reference"]["tokens_per_s"] for b, r in out["ours"].items()
+        }
+    return out
+
+
+def _timed(fn: Any, dev: torch.device) -> tuple[Any, float]:
+    sync(dev)
+    t0 = time.perf_counter()
+    result = fn()
+    sync(dev)
+    return result, time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Evaluation
+def evaluation_phase(pair: Any, ref_model: Any, data_dir: Path, opts: Options) -> dict[str, Any]:
+    """MGSM through the evaluation package's runner: `eval_questions` questions split evenly over the languages,
+    greedy, at most `eval_max_new_tokens` new tokens each (EOS ends an answer early, as in a real run)."""
+    langs = list(opts.eval_languages)
+    per_lang = max(1, opts.eval_questions // len(langs))
+    out: dict[str, Any] = {
+        "questions": per_lang * len(langs),
+        "languages": langs,
+        "max_new_tokens": opts.eval_max_new_tokens,
+        "batch_size": opts.eval_batch,
+    }
+    backends = [
+        ("ours", LangBridgeBackend(pair.model, pair.processor, batch_size=opts.eval_batch, name="bench"))
+    ]
+    if opts.reference:
+        backends.append(
+            (
+                "reference",
+                ReferenceBackend(ref_model, pair.processor, batch_size=opts.eval_batch, name="bench"),
+            )
+        )
+    predictions = {}
+    for name, backend in backends:
+        with tempfile.TemporaryDirectory(prefix="langbridge-bench-eval-") as tmp:
+            with PeakMemory(opts.device) as mem:
+                result, seconds = _timed(
+                    lambda backend=backend, tmp=tmp: evaluate(
+                        backend,
+                        "mgsm",
+                        languages=langs,
+                        limit=per_lang,
+                        batch_size=opts.eval_batch,
+                        output_dir=tmp,
+                        data_dir=data_dir,
+                        max_new_tokens=opts.eval_max_new_tokens,
+                        progress=False,
+                        allow_hub=False,
+                    ),
+                    opts.device,
+                )
+            rows = read_predictions(Path(tmp) / "predictions" / "mgsm.jsonl")
+        predictions[name] = {k: r["output"] for k, r in rows.items()}
+        new_tokens = sum(
+            len(pair.processor.lm_tokenizer(o, add_special_tokens=False)["input_ids"])
+            for o in predictions[name].values()
+        )
+        out[name] = {
+            "seconds": seconds,
+            "questions_per_s": out["questions"] / seconds,
+            "output_tokens": new_tokens,
+            "accuracy": result["tasks"]["mgsm"]["summary"]["AVG"],
+            **mem.as_dict(),
+        }
+    if opts.reference:
+        out["speedup_vs_reference"] = out["reference"]["seconds"] / out["ours"]["seconds"]
+        same = sum(predictions["ours"][k] == predictions["reference"].get(k) for k in predictions["ours"])
+        out["identical_outputs"] = same / len(predictions["ours"])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Scaling
+def _synthetic_batch(
+    proc: Any, model: Any, batch: int, enc_len: int, target_len: int, gen: torch.Generator
+) -> dict:
+    """An unpadded training batch of exactly these lengths (random token ids), laid out like the processor's."""
+    enc_vocab = model.encoder.get_input_embeddings().num_embeddings
+    lm_vocab = min(len(proc.lm_tokenizer), model.lm.get_input_embeddings().num_embeddings)
+    prefix = (
+        proc.lm_tokenizer(proc.lm_prefix, add_special_tokens=False)["input_ids"] if proc.lm_prefix else []
+    )
+    enc = torch.randint(5, enc_vocab, (batch, enc_len), generator=gen)
+    slots = torch.full((batch, enc_len + 1), proc.soft_token_id)
+    target = torch.randint(5, lm_vocab, (batch, target_len), generator=gen)
+    target[target == proc.soft_token_id] = 5
+    head = torch.cat([torch.tensor(prefix, dtype=torch.long).expand(batch, -1), slots], dim=1)
+    ids = torch.cat([head, target], dim=1)
+    labels = torch.cat([torch.full_like(head, -100), target], dim=1)
+    return {
+        "encoder_input_ids": enc,
+        "encoder_attention_mask": torch.ones_like(enc),
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "labels": labels,
+    }
+
+
+def scaling_phase(pair: Any, opts: Options, reps: int = 2) -> dict[str, Any]:
+    """Seconds per token of a training forward+backward on unpadded batches, over batch size (fixed length) and
+    over length (batch 1), next to what the FLOP model predicts. Per-token cost should stay flat in batch; in
+    length it may grow only as fast as the attention term (the one quadratic part) predicts."""
+    model, proc, dev = pair.model, pair.processor, opts.device
+    shape = train_shape(model)
+    gen = torch.Generator().manual_seed(0)
+    set_train_mode(model)
+
+    def measure(b: int, length: int) -> dict[str, Any]:
+        enc_len, target_len = length // 3, length - 2 * (length // 3)
+        batch = {k: v.to(dev) for k, v in _synthetic_batch(proc, model, b, enc_len, target_len, gen).items()}
+        enc, lm, tg = batch_lengths(batch)
+        best = float("inf")
+        for _ in range(reps):
+            sync(dev)
+            t0 = time.perf_counter()
+            with autocast(dev, opts.dtype):
+                loss = model(**batch).loss
+            loss.backward()
+            sync(dev)
+            best = min(best, time.perf_counter() - t0)
+            model.zero_grad(set_to_none=True)
+        tokens = sum(enc) + sum(lm)
+        return {
+            "batch": b,
+            "tokens_per_example": tokens // b,
+            "seconds": best,
+            "us_per_token": 1e6 * best / tokens,
+            "flops_per_token": training_flops(shape, enc, lm, tg) / tokens,
+        }
+
+    base_len = opts.scaling_lengths[0]
+    over_batch = [measure(b, base_len) for b in opts.scaling_batches]
+    over_length = [measure(1, n) for n in opts.scaling_lengths]
+    model.eval()
+
+    def summarize(rows: list[dict]) -> dict[str, Any]:
+        first = rows[0]
+        for r in rows:
+            r["time_per_token_vs_first"] = r["us_per_token"] / first["us_per_token"]
+            r["flops_per_token_vs_first"] = r["flops_per_token"] / first["flops_per_token"]
+        worst = max(r["time_per_token_vs_first"] / r["flops_per_token_vs_first"] for r in rows)
+        return {"rows": rows, "worst_time_over_flops_growth": worst}
+
+    return {"over_batch": summarize(over_batch), "over_length": summarize(over_length)}
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=str)
