@@ -1,0 +1,1043 @@
+"""`langbridge demo`: train the embedded default pair on English-only data and compare LangBridge with the LM
+alone on real multilingual data (XCOPA, FLORES-200 cross-lingual continuation, a small MGSM subset).
+
+Stages (each one is skipped when its output already exists, so an interrupted run resumes where it stopped):
+  1. corpus     English passages for unlabeled training, cut from ../shared/data/english_demo (written under
+                OUTPUT/data; the shared files are only read)
+  2. baseline   the LM alone on every task, plus the FLORES no-context and English-context references
+  3. seed s     train one bridge (configs/demo/<recipe>.yaml), evaluate it on every task
+  4. pca        the representation analysis of the first seed's model (langbridge.analysis)
+  5. report     paired bootstrap CIs over examples on every LangBridge - LM-alone delta -> results.json/.md
+`--ablations` trains the variants (ffn bridge, trained encoder) and reads the data-amount ablation off the
+first seed's intermediate checkpoints (a constant learning rate and a single pass over the data make the
+checkpoint after k% of the steps the model trained on the first k% of the examples). `--pilot` compares the
+training recipes on dev data only (FLORES dev articles, XCOPA validation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from langbridge.utils import atomic_write_text
+
+logger = logging.getLogger("langbridge.demo")
+
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs" / "demo"
+RECIPES = ("unlabeled", "labeled")
+# FLORES languages (ISO 639-3) and the paper's low-resource set (MGSM's bn, sw, te, th).
+FLORES_LANGUAGES = ("eng", "spa", "deu", "zho", "swh", "ben", "tel", "tha")
+FLORES_LOW_RESOURCE = frozenset({"swh", "ben", "tel", "tha"})
+XCOPA_LANGUAGES = ("et", "ht", "id", "it", "qu", "sw", "ta", "th", "tr", "vi", "zh")
+MGSM_LANGUAGES = ("en", "es", "sw", "bn")
+PCA_LANGUAGES = ("eng", "swh", "tel", "spa", "deu", "ben", "tha", "zho")
+
+
+@dataclass
+class DemoSettings:
+    """Everything that decides the numbers; saved to OUTPUT/settings.json and checked on resume."""
+
+    encoder: str = "e5-small"
+    lm: str = "smollm2-135m-instruct"
+    recipe: str = "unlabeled"
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    steps: int = 160
+    batch_size: int = 8
+    lr_bridge: float = 6e-4
+    bridge: str = "linear"
+    freeze_encoder: bool = True
+    checkpoints: int = 4  # intermediate checkpoints per run (for the data-amount ablation)
+    flores_languages: list[str] = field(default_factory=lambda: list(FLORES_LANGUAGES))
+    flores_pairs: int | None = 100
+    xcopa_languages: list[str] = field(default_factory=lambda: list(XCOPA_LANGUAGES))
+    xcopa_limit: int | None = 100
+    mgsm_languages: list[str] = field(default_factory=lambda: list(MGSM_LANGUAGES))
+    mgsm_limit: int = 8
+    mgsm_max_new_tokens: int = 128
+    pca_languages: list[str] = field(default_factory=lambda: list(PCA_LANGUAGES))
+    pca_n: int = 200
+    eval_batch_size: int = 8
+    max_passages: int | None = None
+    n_resamples: int = 2000
+    data_dir: str | None = None
+    # Which portion the numbers come from: test (the report) or dev (pilot / choices).
+    portion: str = "test"
+
+    @property
+    def xcopa_split(self) -> str:
+        return "test" if self.portion == "test" else "val"
+
+
+def quick_settings(**overrides: Any) -> DemoSettings:
+    """CI-sized smoke run: a few steps and a handful of examples per task (minutes on real models)."""
+    base = DemoSettings(
+        steps=4,
+        batch_size=2,
+        checkpoints=2,
+        flores_languages=["eng", "swh"],
+        flores_pairs=6,
+        xcopa_languages=["sw"],
+        xcopa_limit=6,
+        mgsm_languages=["sw"],
+        mgsm_limit=2,
+        mgsm_max_new_tokens=8,
+        pca_languages=["eng", "swh"],
+        pca_n=6,
+        eval_batch_size=4,
+        max_passages=64,
+        n_resamples=200,
+    )
+    return replace(base, **overrides)
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+def _write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _free() -> None:
+    gc.collect()
+
+
+class Timer:
+    """Wall time per stage, appended to OUTPUT/timing.json (stages resumed from disk cost 0 s)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data: dict[str, float] = _read_json(path) if path.exists() else {}
+
+    def record(self, stage: str, seconds: float) -> None:
+        self.data[stage] = round(self.data.get(stage, 0.0) + seconds, 1)
+        _write_json(self.path, self.data)
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+# ----------------------------------------------------------------------------- 1. English corpus
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+
+
+def english_passages(data_dir: Path, words: tuple[int, int] = (40, 120)) -> list[str]:
+    """Short English passages (a few sentences) from C4 and Wikipedia demo documents.
+
+    Unlabeled training cuts each document once, after a random number of encoder tokens, and the encoder reads
+    only its head; whole multi-page documents would each give one example. Passages of a few sentences give
+    many examples whose length matches the evaluation's single-sentence inputs.
+    """
+    root = data_dir / "english_demo"
+    c4, wiki = root / "c4_demo.jsonl", root / "wiki_demo.txt"
+    missing = [p for p in (c4, wiki) if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"English demo corpus missing: {', '.join(map(str, missing))}. Point --data-dir (or LANGBRIDGE_DATA) "
+            "at the folder holding english_demo/ (../shared/data)."
+        )
+    paragraphs = [json.loads(line)["text"] for line in c4.read_text(encoding="utf-8").splitlines() if line]
+    paragraphs = [p for doc in paragraphs for p in doc.split("\n")]
+    paragraphs += wiki.read_text(encoding="utf-8").splitlines()
+    lo, hi = words
+    passages = []
+    for para in paragraphs:
+        sentences = [s.strip() for s in _SENTENCE_END.split(para.strip()) if s.strip()]
+        chunk: list[str] = []
+        count = 0
+        for sentence in sentences:
+            chunk.append(sentence)
+            count += len(sentence.split())
+            if count >= lo:
+                if count <= hi:
+                    passages.append(" ".join(chunk))
+                chunk, count = [], 0
+    return passages
+
+
+def prepare_corpus(out: Path, settings: DemoSettings, data_dir: Path) -> Path:
+    path = out / "data" / "english_passages.jsonl"
+    if not path.exists():
+        import numpy as np
+
+        passages = english_passages(data_dir)
+        # A fixed shuffle mixes C4 and Wikipedia, so a cap (max_passages) keeps both.
+        order = np.random.default_rng(1234).permutation(len(passages))
+        keep = [passages[i] for i in order][: settings.max_passages]
+        atomic_write_text(path, "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in keep))
+        logger.info("corpus: %d English passages -> %s", len(keep), path)
+    return path
+
+
+# ----------------------------------------------------------------------------- 3a. training
+
+
+def train_config(
+    settings: DemoSettings, out_dir: Path, seed: int, corpus: Path, data_dir: Path, **variant: Any
+) -> Any:
+    """The TrainConfig of one run: configs/demo/<recipe>.yaml plus the demo's overrides."""
+    from langbridge.training import load_config
+
+    recipe = variant.get("recipe", settings.recipe)
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe {recipe!r} is not one of {', '.join(RECIPES)}")
+    steps = variant.get("steps", settings.steps)
+    interval = steps // settings.checkpoints if settings.checkpoints > 1 else 0
+    overrides = [
+        f"model.encoder={settings.encoder}",
+        f"model.lm={settings.lm}",
+        f"model.bridge={variant.get('bridge', settings.bridge)}",
+        f"model.freeze_encoder={str(variant.get('freeze_encoder', settings.freeze_encoder)).lower()}",
+        f"optim.lr_bridge={settings.lr_bridge}",
+        f"batch_size={settings.batch_size}",
+        f"max_steps={steps}",
+        f"seed={seed}",
+        f"output_dir={out_dir}",
+        f"save_interval={interval if interval and steps % settings.checkpoints == 0 else 0}",
+        "save_total_limit=null",
+        f"data.data_dir={data_dir}",
+    ]
+    if recipe == "unlabeled":
+        overrides.append(f"data.train.0.path={corpus}")
+    return load_config(CONFIG_DIR / f"{recipe}.yaml", overrides)
+
+
+def train_run(cfg: Any) -> Path:
+    """Train unless OUTPUT already holds the finished adapter; returns its directory."""
+    from langbridge.training import train
+
+    final = Path(cfg.output_dir) / "final"
+    if (final / "config.json").exists() and (Path(cfg.output_dir) / "train_summary.json").exists():
+        return final
+    resume = (Path(cfg.output_dir) / "latest").exists()
+    return train(cfg, resume=resume)
+
+
+# ----------------------------------------------------------------------------- 3b. evaluation
+
+
+def load_langbridge(checkpoint: Path, weights: Path | None = None) -> tuple[Any, Any]:
+    """A trained model and its processor, with the eval-time length limits opened up (FLORES sentences can be
+    longer than the short training inputs). `weights`: an intermediate checkpoint's trainable.safetensors."""
+    import torch
+
+    from langbridge import LangBridgeModel, LangBridgeProcessor
+
+    model = LangBridgeModel.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    if weights is not None:
+        from safetensors.torch import load_file
+
+        model.load_adapter_state_dict(load_file(weights), source=str(weights))
+    positions = getattr(model.encoder.config, "max_position_embeddings", None) or 512
+    processor = LangBridgeProcessor.from_pretrained(
+        checkpoint, max_encoder_length=min(256, int(positions)), max_lm_length=256
+    )
+    return model, processor
+
+
+def load_lm(name: str) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from langbridge.processing import load_lm_tokenizer
+    from langbridge.utils import resolve_model_name
+
+    source = resolve_model_name(name)
+    lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
+    return lm, load_lm_tokenizer(source)
+
+
+class FloresData:
+    """Parallel FLORES-200 devtest sentences and the continuation pairs of one portion."""
+
+    def __init__(self, settings: DemoSettings, languages: Sequence[str]):
+        from langbridge.analysis.representations import find_flores_dir, load_flores
+
+        from .flores import continuation_pairs, read_documents, subsample
+
+        directory = find_flores_dir(settings.data_dir)
+        if directory is None:
+            raise FileNotFoundError(
+                "FLORES-200 devtest not found: point --data-dir at the folder holding flores200/devtest "
+                "(../shared/data) or set LANGBRIDGE_DATA."
+            )
+        langs = list(dict.fromkeys(["eng", *languages]))
+        self.sentences = load_flores(langs, data_dir=directory)
+        docs = read_documents(directory)
+        if len(docs) != len(self.sentences["eng"]):
+            raise ValueError(
+                f"{directory}/metadata_devtest.tsv has {len(docs)} rows but the devtest files have "
+                f"{len(self.sentences['eng'])} lines; use the original FLORES-200 files."
+            )
+        self.pairs = subsample(continuation_pairs(docs, settings.portion), settings.flores_pairs, seed=0)
+        self.targets = [self.sentences["eng"][p.target_index] for p in self.pairs]
+
+    def contexts(self, lang: str) -> list[str]:
+        return [self.sentences[lang][p.index] for p in self.pairs]
+
+    def describe(self) -> list[list[Any]]:
+        return [[p.doc, p.index] for p in self.pairs]
+
+
+def _flores_entry(nll: Any, tokens: Any) -> dict[str, Any]:
+    return {
+        "nll": [float(x) for x in nll],
+        "tokens": [int(x) for x in tokens],
+        "nats_per_token": float(sum(nll) / max(1, sum(tokens))),
+    }
+
+
+def eval_flores_lm(lm: Any, tokenizer: Any, flores: FloresData, settings: DemoSettings) -> dict[str, Any]:
+    from .flores import score_lm_text
+
+    bs = settings.eval_batch_size
+    result: dict[str, Any] = {"pairs": flores.describe(), "languages": {}}
+    for lang in settings.flores_languages:
+        nll, tok = score_lm_text(
+            lm, tokenizer, flores.contexts(lang), flores.targets, batch_size=bs, desc=f"flores lm {lang}"
+        )
+        result["languages"][lang] = _flores_entry(nll, tok)
+    nll, tok = score_lm_text(
+        lm, tokenizer, [None] * len(flores.targets), flores.targets, batch_size=bs, desc="flores no-context"
+    )
+    result["no_context"] = _flores_entry(nll, tok)
+    nll, tok = score_lm_text(
+        lm, tokenizer, flores.contexts("eng"), flores.targets, batch_size=bs, desc="flores upper bound"
+    )
+    result["upper_bound"] = _flores_entry(nll, tok)
+    return result
+
+
+def eval_flores_langbridge(
+    model: Any, processor: Any, flores: FloresData, settings: DemoSettings
+) -> dict[str, Any]:
+    from .flores import score_langbridge
+
+    result: dict[str, Any] = {"pairs": flores.describe(), "languages": {}}
+    for lang in settings.flores_languages:
+        nll, tok = score_langbridge(
+            model,
+            processor,
+            flores.contexts(lang),
+            flores.targets,
+            batch_size=settings.eval_batch_size,
+            desc=f"flores langbridge {lang}",
+        )
+        result["languages"][lang] = _flores_entry(nll, tok)
+    return result
+
+
+def eval_benchmark(
+    backend: Any, task: str, languages: Sequence[str], out_dir: Path, settings: DemoSettings, **kwargs: Any
+) -> dict[str, Any]:
+    """Run a registered evaluation task and return {lang: [(key, correct), ...]} in a fixed order."""
+    from langbridge.evaluation import evaluate, read_predictions
+
+    results = evaluate(
+        backend,
+        task,
+        languages=list(languages),
+        batch_size=settings.eval_batch_size,
+        output_dir=out_dir,
+        data_dir=settings.data_dir,
+        allow_hub=False,
+        progress=False,
+        **kwargs,
+    )
+    rows = read_predictions(out_dir / "predictions" / f"{task}.jsonl")
+    split = kwargs.get("split") or next(iter(results["tasks"].values()))["split"]
+    per_lang: dict[str, list] = {lang: [] for lang in languages}
+    for key in sorted(rows):
+        row = rows[key]
+        if row["split"] == split and row["language"] in per_lang:
+            per_lang[row["language"]].append([row["id"], bool(row["correct"])])
+    return {"split": split, "languages": per_lang}
+
+
+def evaluate_model(
+    name: str,
+    out: Path,
+    settings: DemoSettings,
+    flores: FloresData,
+    *,
+    lm_pair: tuple[Any, Any] | None = None,
+    langbridge_pair: tuple[Any, Any] | None = None,
+    mgsm: bool = True,
+) -> dict[str, Any]:
+    """All tasks for one model, cached in OUTPUT/scores/<name>.json."""
+    from langbridge.evaluation import CausalLMBackend, LangBridgeBackend
+
+    path = out / "scores" / f"{name}.json"
+    if path.exists():
+        cached = _read_json(path)
+        if cached.get("settings") == _eval_fingerprint(settings, mgsm):
+            return cached
+    started = time.perf_counter()
+    if lm_pair is not None:
+        lm, tokenizer = lm_pair
+        backend: Any = CausalLMBackend(lm, tokenizer, batch_size=settings.eval_batch_size, name=name)
+        flores_scores = eval_flores_lm(lm, tokenizer, flores, settings)
+    elif langbridge_pair is not None:
+        model, processor = langbridge_pair
+        backend = LangBridgeBackend(model, processor, batch_size=settings.eval_batch_size, name=name)
+        flores_scores = eval_flores_langbridge(model, processor, flores, settings)
+    else:
+        raise ValueError("evaluate_model needs lm_pair or langbridge_pair")
+    t_flores = time.perf_counter() - started
+    eval_dir = out / "eval" / name
+    xcopa = eval_benchmark(
+        backend,
+        "xcopa",
+        settings.xcopa_languages,
+        eval_dir,
+        settings,
+        split=settings.xcopa_split,
+        limit=settings.xcopa_limit,
+        overwrite=True,
+    )
+    t_xcopa = time.perf_counter() - started - t_flores
+    result: dict[str, Any] = {
+        "name": name,
+        "settings": _eval_fingerprint(settings, mgsm),
+        "flores": flores_scores,
+        "xcopa": xcopa,
+    }
+    if mgsm and settings.mgsm_limit > 0 and settings.mgsm_languages:
+        result["mgsm"] = eval_benchmark(
+            backend,
+            "mgsm",
+            settings.mgsm_languages,
+            eval_dir,
+            settings,
+            limit=settings.mgsm_limit,
+            max_new_tokens=settings.mgsm_max_new_tokens,
+            overwrite=True,
+        )
+    result["timing_s"] = {
+        "flores": round(t_flores, 1),
+        "xcopa": round(t_xcopa, 1),
+        "total": round(time.perf_counter() - started, 1),
+    }
+    _write_json(path, result)
+    return result
+
+
+def _eval_fingerprint(settings: DemoSettings, mgsm: bool) -> dict[str, Any]:
+    keys = (
+        "flores_languages",
+        "flores_pairs",
+        "xcopa_languages",
+        "xcopa_limit",
+        "portion",
+        "mgsm_languages",
+        "mgsm_limit",
+        "mgsm_max_new_tokens",
+    )
+    return {**{k: getattr(settings, k) for k in keys}, "mgsm": mgsm}
+
+
+# ----------------------------------------------------------------------------- 5. report
+
+
+def _flores_arrays(scores: Sequence[dict[str, Any]], lang: str) -> tuple[list[float], list[int]]:
+    """Per-pair NLL averaged over models (seeds) and the shared token counts."""
+    import numpy as np
+
+    nll = np.mean([s["flores"]["languages"][lang]["nll"] for s in scores], axis=0)
+    return nll.tolist(), scores[0]["flores"]["languages"][lang]["tokens"]
+
+
+def _accuracy_arrays(scores: Sequence[dict[str, Any]], task: str, lang: str) -> list[float]:
+    """Per-example correctness averaged over models (seeds); examples aligned by id."""
+    import numpy as np
+
+    rows = [dict((i, c) for i, c in s[task]["languages"][lang]) for s in scores]
+    ids = sorted(rows[0])
+    for r in rows[1:]:
+        if sorted(r) != ids:
+            raise ValueError(f"{task} {lang}: models were scored on different examples; rerun the evaluation")
+    return np.mean([[float(r[i]) for i in ids] for r in rows], axis=0).tolist()
+
+
+def _ci_row(stat: dict[str, Any]) -> dict[str, Any]:
+    return {k: stat[k] for k in ("a", "b", "delta", "ci_low", "ci_high", "n")}
+
+
+def build_report(
+    baseline: dict[str, Any], seeds: Sequence[dict[str, Any]], settings: DemoSettings
+) -> dict[str, Any]:
+    """Per-language LangBridge (mean over seeds) vs LM alone with paired bootstrap CIs, plus group averages."""
+    from langbridge.evaluation.tasks.mgsm import MGSM_LOW_RESOURCE
+    from langbridge.evaluation.tasks.xcopa import XCOPA_LOW_RESOURCE
+
+    from .stats import paired_bootstrap, paired_bootstrap_mean_over_groups
+
+    boot = {"n_resamples": settings.n_resamples, "seed": 0}
+    report: dict[str, Any] = {"seeds": [s["name"] for s in seeds], "tasks": {}}
+
+    # FLORES: lower is better; delta = LangBridge - LM alone (negative = LangBridge better).
+    langs = [lang for lang in settings.flores_languages if lang in baseline["flores"]["languages"]]
+    fl: dict[str, Any] = {"metric": "nats/token (lower is better)", "languages": {}, "groups": {}}
+    no_ctx = baseline["flores"]["no_context"]
+    upper = baseline["flores"]["upper_bound"]
+    per_lang_arrays = {}
+    for lang in langs:
+        lb_nll, tokens = _flores_arrays(seeds, lang)
+        lm_nll = baseline["flores"]["languages"][lang]["nll"]
+        per_lang_arrays[lang] = (lb_nll, lm_nll, tokens)
+        fl["languages"][lang] = {
+            "low_resource": lang in FLORES_LOW_RESOURCE,
+            "lm_alone": baseline["flores"]["languages"][lang]["nats_per_token"],
+            "langbridge": sum(lb_nll) / sum(tokens),
+            "langbridge_per_seed": [s["flores"]["languages"][lang]["nats_per_token"] for s in seeds],
+            "delta_vs_lm": _ci_row(paired_bootstrap(lb_nll, lm_nll, tokens, **boot)),
+            "delta_vs_no_context": _ci_row(paired_bootstrap(lb_nll, no_ctx["nll"], tokens, **boot)),
+            "delta_vs_upper_bound": _ci_row(paired_bootstrap(lb_nll, upper["nll"], tokens, **boot)),
+        }
+    fl["no_context"] = no_ctx["nats_per_token"]
+    fl["upper_bound"] = upper["nats_per_token"]
+    fl["n"] = len(no_ctx["nll"])
+    for group, members in _groups(langs, FLORES_LOW_RESOURCE).items():
+        if members:
+            stat = paired_bootstrap_mean_over_groups([per_lang_arrays[m] for m in members], **boot)
+            fl["groups"][group] = {"languages": members, **_ci_row(stat)}
+    report["tasks"]["flores"] = fl
+
+    for task, low in (("xcopa", XCOPA_LOW_RESOURCE), ("mgsm", MGSM_LOW_RESOURCE)):
+        if task not in baseline or not all(task in s for s in seeds):
+            continue
+        entry: dict[str, Any] = {
+            "metric": "accuracy",
+            "split": baseline[task]["split"],
+            "languages": {},
+            "groups": {},
+        }
+        arrays = {}
+        for lang, rows in baseline[task]["languages"].items():
+            if not rows:
+                continue
+            lb = _accuracy_arrays(seeds, task, lang)
+            lm = _accuracy_arrays([baseline], task, lang)
+            arrays[lang] = (lb, lm, None)
+            entry["languages"][lang] = {
+                "low_resource": lang in low,
+                "lm_alone": sum(lm) / len(lm),
+                "langbridge": sum(lb) / len(lb),
+                "langbridge_per_seed": [sum(_accuracy_arrays([s], task, lang)) / len(lb) for s in seeds],
+                "delta_vs_lm": _ci_row(paired_bootstrap(lb, lm, **boot)),
+            }
+        for group, members in _groups(list(arrays), low).items():
+            if members:
+                stat = paired_bootstrap_mean_over_groups([arrays[m] for m in members], **boot)
+                entry["groups"][group] = {"languages": members, **_ci_row(stat)}
+        report["tasks"][task] = entry
+    return report
+
+
+def _groups(langs: Sequence[str], low: frozenset[str]) -> dict[str, list[str]]:
+    return {
+        "AVG": list(langs),
+        "HRL": [x for x in langs if x not in low and x not in ("eng", "en")],
+        "LRL": [x for x in langs if x in low],
+    }
+
+
+def _fmt_ci(row: dict[str, Any], scale: float = 1.0, digits: int = 3) -> str:
+    d, lo, hi = (row[k] * scale for k in ("delta", "ci_low", "ci_high"))
+    return f"{d:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """The per-language tables (also printed by the command)."""
+    lines: list[str] = []
+    seeds = len(report["seeds"])
+    fl = report["tasks"].get("flores")
+    if fl:
+        lines += [
+            f"### FLORES-200 continuation: nats per English target token (lower is better), n = {fl['n']} "
+            "sentence pairs",
+            "",
+            f"LangBridge = mean over {seeds} training seed(s); Δ = LangBridge − reference, paired bootstrap 95% CI "
+            "over sentence pairs. Reference rows: LM with no context "
+            f"{fl['no_context']:.3f}; LM reading the English sentence i (upper bound) {fl['upper_bound']:.3f}.",
+            "",
+            "| language | group | LM alone (X as text) | LangBridge | per seed | Δ vs LM alone | Δ vs no context |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for lang, r in fl["languages"].items():
+            per_seed = " / ".join(f"{v:.3f}" for v in r["langbridge_per_seed"])
+            group = "en" if lang == "eng" else ("LRL" if r["low_resource"] else "HRL")
+            lines.append(
+                f"| {lang} | {group} | {r['lm_alone']:.3f} | {r['langbridge']:.3f} | {per_seed} | "
+                f"{_fmt_ci(r['delta_vs_lm'])} | {_fmt_ci(r['delta_vs_no_context'])} |"
+            )
+        for group, r in fl["groups"].items():
+            lines.append(
+                f"| **{group}** ({','.join(r['languages'])}) | | {r['b']:.3f} | {r['a']:.3f} | | {_fmt_ci(r)} | |"
+            )
+        lines.append("")
+    for task, title in (("xcopa", "XCOPA"), ("mgsm", "MGSM (small subset)")):
+        entry = report["tasks"].get(task)
+        if not entry:
+            continue
+        n = {r["delta_vs_lm"]["n"] for r in entry["languages"].values()}
+        lines += [
+            f"### {title}: accuracy in % ({entry['split']} split, n = {'/'.join(map(str, sorted(n)))} per language)",
+            "",
+            "| language | group | LM alone | LangBridge | per seed | Δ [95% CI] |",
+            "|---|---|---|---|---|---|",
+        ]
+        for lang, r in entry["languages"].items():
+            per_seed = " / ".join(f"{100 * v:.1f}" for v in r["langbridge_per_seed"])
+            group = "en" if lang == "en" else ("LRL" if r["low_resource"] else "HRL")
+            lines.append(
+                f"| {lang} | {group} | {100 * r['lm_alone']:.1f} | {100 * r['langbridge']:.1f} | {per_seed} | "
+                f"{_fmt_ci(r['delta_vs_lm'], 100, 1)} |"
+            )
+        for group, r in entry["groups"].items():
+            lines.append(
+                f"| **{group}** ({','.join(r['languages'])}) | | {100 * r['b']:.1f} | {100 * r['a']:.1f} | | "
+                f"{_fmt_ci(r, 100, 1)} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the pipeline
+
+
+def resolve_data_root(settings: DemoSettings) -> Path:
+    from langbridge.training.data import resolve_data_dir
+
+    root = resolve_data_dir(settings.data_dir)
+    if root is None:
+        raise FileNotFoundError(
+            "shared data not found: pass --data-dir pointing at ../shared/data (or set LANGBRIDGE_DATA)"
+        )
+    return root
+
+
+def _check_settings(out: Path, settings: DemoSettings, name: str = "settings.json") -> None:
+    path = out / name
+    current = asdict(settings)
+    if path.exists():
+        previous = _read_json(path)
+        if previous != current:
+            changed = sorted(k for k in current if previous.get(k) != current[k])
+            raise ValueError(
+                f"{out} holds a demo run with other settings ({', '.join(changed)}); use another --output "
+                "folder or delete it"
+            )
+    else:
+        _write_json(path, current)
+
+
+def run_demo(settings: DemoSettings, out: str | os.PathLike, *, mgsm: bool = True, pca: bool = True) -> dict:
+    """Run (or resume) the whole demo; returns the report and writes OUTPUT/results.{json,md}."""
+    import torch
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    root = resolve_data_root(settings)
+    settings = replace(settings, data_dir=str(root))
+    _check_settings(out, settings)
+    timer = Timer(out / "timing.json")
+    torch.manual_seed(0)
+
+    t0 = time.perf_counter()
+    corpus = prepare_corpus(out, settings, root)
+    flores = FloresData(settings, settings.flores_languages)
+    timer.record("corpus", time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    lm_pair = load_lm(settings.lm)
+    baseline = evaluate_model("lm_alone", out, settings, flores, lm_pair=lm_pair, mgsm=mgsm)
+    del lm_pair
+    _free()
+    timer.record("eval lm_alone", time.perf_counter() - t0)
+
+    seed_scores = []
+    checkpoints = []
+    for i, seed in enumerate(settings.seeds):
+        t0 = time.perf_counter()
+        cfg = train_config(settings, out / "train" / f"seed{seed}", seed, corpus, root)
+        final = train_run(cfg)
+        timer.record(f"train seed{seed}", time.perf_counter() - t0)
+        checkpoints.append(final)
+        t0 = time.perf_counter()
+        pair = load_langbridge(final)
+        # MGSM generation is the slowest task; one seed is enough to show whether a 135M LM can do it.
+        seed_scores.append(
+            evaluate_model(
+                f"langbridge_seed{seed}", out, settings, flores, langbridge_pair=pair, mgsm=mgsm and i == 0
+            )
+        )
+        del pair
+        _free()
+        timer.record(f"eval seed{seed}", time.perf_counter() - t0)
+
+    if pca and checkpoints:
+        t0 = time.perf_counter()
+        run_pca(checkpoints[0], out / "pca", settings)
+        timer.record("pca", time.perf_counter() - t0)
+
+    # MGSM is reported for the seeds that ran it (the first one) only.
+    report = build_report(baseline, seed_scores, settings)
+    if mgsm and "mgsm" in baseline and "mgsm" in seed_scores[0]:
+        report["tasks"]["mgsm"] = build_report(baseline, seed_scores[:1], settings)["tasks"]["mgsm"]
+    report["settings"] = asdict(settings)
+    report["timing_s"] = timer.data
+    report["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    report["train_summaries"] = {
+        p.parent.name: _read_json(p.parent / "train_summary.json")
+        for p in checkpoints
+        if (p.parent / "train_summary.json").exists()
+    }
+    _write_json(out / "results.json", report)
+    atomic_write_text(out / "results.md", report_markdown(report))
+    return report
+
+
+def run_pca(checkpoint: Path, out_dir: Path, settings: DemoSettings) -> dict[str, Any]:
+    """`langbridge analyze representations CKPT --languages ... --n ...` through its own CLI handler."""
+    from langbridge.analysis.cli import run_representations
+
+    if (out_dir / "representations.json").exists():
+        return _read_json(out_dir / "representations.json")
+    args = argparse.Namespace(
+        model=str(checkpoint),
+        lm_only=False,
+        languages=",".join(settings.pca_languages),
+        n=settings.pca_n,
+        pivot="eng",
+        batch_size=settings.eval_batch_size,
+        max_length=512,
+        data_dir=settings.data_dir,
+        device=None,
+        output=str(out_dir),
+        save_embeddings=False,
+        no_progress=True,
+    )
+    code = run_representations(args)
+    if code != 0:
+        raise RuntimeError(f"representation analysis of {checkpoint} failed (exit code {code})")
+    return _read_json(out_dir / "representations.json")
+
+
+# ----------------------------------------------------------------------------- pilot and ablations
+
+
+def run_pilot(settings: DemoSettings, out: str | os.PathLike, steps: int) -> dict[str, Any]:
+    """Both training recipes, `steps` steps each, scored on dev data only (FLORES dev articles, XCOPA val)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    root = resolve_data_root(settings)
+    settings = replace(settings, data_dir=str(root), portion="dev", seeds=settings.seeds[:1], steps=steps)
+    _check_settings(out, settings)
+    timer = Timer(out / "timing.json")
+    corpus = prepare_corpus(out, settings, root)
+    flores = FloresData(settings, settings.flores_languages)
+    t0 = time.perf_counter()
+    baseline = evaluate_model("lm_alone", out, settings, flores, lm_pair=load_lm(settings.lm), mgsm=False)
+    timer.record("eval lm_alone", time.perf_counter() - t0)
+    results: dict[str, Any] = {"settings": asdict(settings), "recipes": {}}
+    for recipe in RECIPES:
+        t0 = time.perf_counter()
+        cfg = train_config(settings, out / "train" / recipe, settings.seeds[0], corpus, root, recipe=recipe)
+        final = train_run(cfg)
+        timer.record(f"train {recipe}", time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        scores = evaluate_model(
+            recipe, out, settings, flores, langbridge_pair=load_langbridge(final), mgsm=False
+        )
+        timer.record(f"eval {recipe}", time.perf_counter() - t0)
+        _free()
+        results["recipes"][recipe] = build_report(baseline, [scores], settings)
+    results["timing_s"] = timer.data
+    _write_json(out / "pilot.json", results)
+    return results
+
+
+def pilot_markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "| recipe | FLORES dev AVG nats/token (LM alone → LangBridge, Δ [95% CI]) | XCOPA val AVG acc % (Δ [95% CI]) |",
+        "|---|---|---|",
+    ]
+    for recipe, rep in results["recipes"].items():
+        fl = rep["tasks"]["flores"]["groups"]["AVG"]
+        xc = rep["tasks"]["xcopa"]["groups"]["AVG"]
+        lines.append(
+            f"| {recipe} | {fl['b']:.3f} → {fl['a']:.3f}, {_fmt_ci(fl)} | {100 * xc['b']:.1f} → {100 * xc['a']:.1f}, "
+            f"{_fmt_ci(xc, 100, 1)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+ABLATION_VARIANTS = {
+    "ffn bridge": {"bridge": "ffn"},
+    "trained encoder": {"freeze_encoder": False},
+}
+
+
+def run_ablations(
+    settings: DemoSettings, out: str | os.PathLike, figures: Path | None = None
+) -> dict[str, Any]:
+    """Data amount (intermediate checkpoints of the first seed), linear vs ffn bridge, frozen vs trained encoder.
+    Needs the main run in OUTPUT (it reuses its seed-0 model and LM-alone scores)."""
+    out = Path(out)
+    root = resolve_data_root(settings)
+    settings = replace(settings, data_dir=str(root))
+    _check_settings(out, settings)
+    if not (out / "scores" / "lm_alone.json").exists():
+        raise FileNotFoundError(f"{out} has no main run yet; run `langbridge demo --output {out}` first")
+    timer = Timer(out / "timing.json")
+    baseline = _read_json(out / "scores" / "lm_alone.json")
+    corpus = prepare_corpus(out, settings, root)
+    flores = FloresData(settings, settings.flores_languages)
+    seed = settings.seeds[0]
+    main_dir = out / "train" / f"seed{seed}"
+    final = main_dir / "final"
+    if not final.exists():
+        raise FileNotFoundError(f"{final} missing; finish the main run first")
+    main_scores = _read_json(out / "scores" / f"langbridge_seed{seed}.json")
+
+    rows: dict[str, Any] = {"data_amount": [], "variants": {}}
+    from langbridge.training.recipe import list_checkpoints
+
+    for step, path in list_checkpoints(main_dir):
+        if step >= settings.steps:
+            continue
+        name = f"langbridge_seed{seed}_step{step}"
+        t0 = time.perf_counter()
+        scores_path = out / "scores" / f"{name}.json"
+        if scores_path.exists():
+            scores = _read_json(scores_path)
+        else:
+            pair = load_langbridge(final, weights=path / "trainable.safetensors")
+            scores = evaluate_model(name, out, settings, flores, langbridge_pair=pair, mgsm=False)
+            del pair
+            _free()
+        timer.record(f"ablation {name}", time.perf_counter() - t0)
+        rows["data_amount"].append(_ablation_row(step, settings, baseline, scores))
+    rows["data_amount"].append(_ablation_row(settings.steps, settings, baseline, main_scores))
+    rows["variants"]["linear bridge, frozen encoder (main)"] = _ablation_row(
+        settings.steps, settings, baseline, main_scores
+    )
+    for label, variant in ABLATION_VARIANTS.items():
+        slug = label.replace(" ", "_")
+        t0 = time.perf_counter()
+        cfg = train_config(settings, out / "ablations" / slug, seed, corpus, root, **variant)
+        trained = train_run(cfg)
+        timer.record(f"ablation train {slug}", time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        scores_path = out / "scores" / f"ablation_{slug}.json"
+        if scores_path.exists():
+            scores = _read_json(scores_path)
+        else:
+            scores = evaluate_model(
+                f"ablation_{slug}",
+                out,
+                settings,
+                flores,
+                langbridge_pair=load_langbridge(trained),
+                mgsm=False,
+            )
+            _free()
+        timer.record(f"ablation eval {slug}", time.perf_counter() - t0)
+        rows["variants"][label] = _ablation_row(settings.steps, settings, baseline, scores)
+    rows["timing_s"] = timer.data
+    _write_json(out / "ablations.json", rows)
+    from .plots import plot_ablations
+
+    rows["figures"] = plot_ablations(rows, figures or (out / "figures"))
+    _write_json(out / "ablations.json", rows)
+    return rows
+
+
+def _ablation_row(step: int, settings: DemoSettings, baseline: dict, scores: dict) -> dict[str, Any]:
+    rep = build_report(baseline, [scores], settings)
+    out: dict[str, Any] = {
+        "step": step,
+        "fraction": step / settings.steps,
+        "examples": step * settings.batch_size,
+    }
+    for task in ("flores", "xcopa"):
+        for group, r in rep["tasks"][task]["groups"].items():
+            out[f"{task}_{group}"] = {k: r[k] for k in ("a", "b", "delta", "ci_low", "ci_high")}
+    return out
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def add_parsers(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="train the default pair on English only and compare LangBridge with the LM alone per language",
+        description="English-only training of the embedded default pair (e5-small + SmolLM2-135M-Instruct), then "
+        "XCOPA, FLORES-200 cross-lingual continuation and a small MGSM subset for LangBridge and the LM alone, "
+        "with paired bootstrap 95%% CIs. Resumes an interrupted run in the same --output folder.",
+    )
+    p.add_argument("--quick", action="store_true", help="CI-sized smoke run (a few steps, a few examples)")
+    p.add_argument(
+        "--output", default=None, help="output folder (default outputs/demo, or outputs/demo-quick)"
+    )
+    p.add_argument("--seeds", type=int, default=2, help="number of training seeds (default 2)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per seed (default 160; quick 4)")
+    p.add_argument(
+        "--recipe", choices=RECIPES, default="unlabeled", help="training data/mode (default unlabeled)"
+    )
+    p.add_argument("--encoder", default=None, help="encoder alias/path (default e5-small)")
+    p.add_argument("--lm", default=None, help="LM alias/path (default smollm2-135m-instruct)")
+    p.add_argument(
+        "--data-dir", default=None, help="shared data folder (default $LANGBRIDGE_DATA or ../shared/data)"
+    )
+    p.add_argument("--flores-pairs", type=int, default=None, help="FLORES test pairs (default 100; 0 = all)")
+    p.add_argument(
+        "--xcopa-limit", type=int, default=None, help="XCOPA examples per language (default 100; 0 = all)"
+    )
+    for task, default in (("flores", FLORES_LANGUAGES), ("xcopa", XCOPA_LANGUAGES), ("mgsm", MGSM_LANGUAGES)):
+        p.add_argument(
+            f"--{task}-languages",
+            default=None,
+            help=f"comma-separated {task.upper()} languages (default {','.join(default)})",
+        )
+    p.add_argument("--no-mgsm", action="store_true", help="skip the MGSM subset")
+    p.add_argument("--no-pca", action="store_true", help="skip the representation analysis")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--ablations",
+        action="store_true",
+        help="after the main run: data amount, linear vs ffn bridge, frozen vs trained encoder (+ figures)",
+    )
+    mode.add_argument(
+        "--pilot",
+        type=int,
+        metavar="STEPS",
+        default=None,
+        help="compare the training recipes for STEPS steps on dev data only (FLORES dev, XCOPA val)",
+    )
+    mode.add_argument(
+        "--report-only", action="store_true", help="rebuild results.md/json from the scores in --output"
+    )
+    p.add_argument("--figures", default=None, help="folder for the ablation figures (default OUTPUT/figures)")
+    p.set_defaults(func=run_cli)
+
+
+def settings_from_args(args: argparse.Namespace) -> DemoSettings:
+    settings = quick_settings() if args.quick else DemoSettings()
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    updates: dict[str, Any] = {"seeds": list(range(args.seeds)), "recipe": args.recipe}
+    if args.steps is not None:
+        if args.steps < 1:
+            raise ValueError(f"--steps must be >= 1, got {args.steps}")
+        updates["steps"] = args.steps
+    for name in ("encoder", "lm", "data_dir"):
+        if getattr(args, name) is not None:
+            updates[name] = getattr(args, name)
+    for task in ("flores", "xcopa", "mgsm"):
+        value = getattr(args, f"{task}_languages", None)
+        if value is not None:
+            langs = [x.strip() for x in value.split(",") if x.strip()]
+            if not langs:
+                raise ValueError(f"--{task}-languages is empty; give comma-separated codes")
+            updates[f"{task}_languages"] = langs
+    for name in ("flores_pairs", "xcopa_limit"):
+        value = getattr(args, name)
+        if value is not None:
+            if value < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0 (0 = all), got {value}")
+            updates[name] = value or None
+    return replace(settings, **updates)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    import torch
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = settings_from_args(args)
+    out = Path(args.output or ("outputs/demo-quick" if args.quick else "outputs/demo"))
+    started = time.perf_counter()
+    if args.pilot is not None:
+        if args.pilot < 1:
+            raise ValueError(f"--pilot needs a positive number of steps, got {args.pilot}")
+        results = run_pilot(settings, out, args.pilot)
+        print(pilot_markdown(results))
+    elif args.ablations:
+        rows = run_ablations(settings, out, Path(args.figures) if args.figures else None)
+        print(json.dumps(rows["figures"], indent=2))
+    elif args.report_only:
+        report = rebuild_report(settings, out)
+        print(report_markdown(report))
+    else:
+        report = run_demo(settings, out, mgsm=not args.no_mgsm, pca=not args.no_pca)
+        print(report_markdown(report))
+    print(f"done in {time.perf_counter() - started:.0f} s; outputs in {out}")
+    return 0
+
+
+def rebuild_report(settings: DemoSettings, out: Path) -> dict[str, Any]:
+    """Tables from the cached scores (e.g. after changing the report code), without running models."""
+    saved = _read_json(out / "settings.json") if (out / "settings.json").exists() else None
+    if saved is None:
+        raise FileNotFoundError(f"{out} holds no demo run (settings.json missing)")
+    settings = DemoSettings(**saved)
+    baseline = _read_json(out / "scores" / "lm_alone.json")
+    seeds = [
+        _read_json(out / "scores" / f"langbridge_seed{s}.json")
+        for s in settings.seeds
+        if (out / "scores" / f"langbridge_seed{s}.json").exists()
+    ]
+    if not seeds:
+        raise FileNotFoundError(f"{out} has no evaluated LangBridge seed yet")
+    report = build_report(baseline, seeds, settings)
+    if "mgsm" in baseline and "mgsm" in seeds[0]:
+        report["tasks"]["mgsm"] = build_report(baseline, seeds[:1], settings)["tasks"]["mgsm"]
+    report["settings"] = saved
+    timing = out / "timing.json"
+    report["timing_s"] = _read_json(timing) if timing.exists() else {}
+    report["train_summaries"] = {
+        f"seed{s}": _read_json(out / "train" / f"seed{s}" / "train_summary.json")
+        for s in settings.seeds
+        if (out / "train" / f"seed{s}" / "train_summary.json").exists()
+    }
+    previous = out / "results.json"
+    if previous.exists():
+        report["peak_rss_mb"] = _read_json(previous).get("peak_rss_mb")
+    _write_json(out / "results.json", report)
+    atomic_write_text(out / "results.md", report_markdown(report))
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m langbridge.experiments.demo ...` (the same as `langbridge demo ...`)."""
+    parser = argparse.ArgumentParser(prog="langbridge")
+    add_parsers(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["demo", *(sys.argv[1:] if argv is None else argv)])
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
