@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "langbridge.inference",
     "langbridge.convert_official",
     "langbridge.pretrained",
+    "langbridge.experiments.demo",
 )
 
 
