@@ -59,7 +59,7 @@ def _train_loop(
     """Times whole optimizer steps (data loading, collation and padding included)."""
     dev = opts.device
     totals = {"data_s": 0.0, "forward_s": 0.0, "backward_s": 0.0, "optimizer_s": 0.0}
-    tokens = targets = 0
+    tokens = targets = enc_tokens = examples = 0
     flops = 0.0
     padded = 0
     per_step = []
@@ -91,6 +91,8 @@ def _train_loop(
             totals["optimizer_s"] += t4 - t3
             n = sum(enc) + sum(lm)
             tokens += n
+            enc_tokens += sum(enc)
+            examples += len(enc)
             targets += sum(tg)
             flops += training_flops(shape, enc, lm, tg)
             padded += _padded_tokens(batch)
@@ -102,7 +104,9 @@ def _train_loop(
         "tokens": tokens,
         "target_tokens": targets,
         "tokens_per_s": tokens / seconds,
-        "mean_example_length": tokens / (opts.train_steps * opts.train_batch),
+        "mean_example_length": tokens / examples,
+        "mean_encoder_length": enc_tokens / examples,
+        "mean_target_length": targets / examples,
         "padding_fraction": 1 - tokens / padded if padded else 0.0,
         "flops": flops,
         "achieved_flops": flops / seconds,
@@ -161,6 +165,45 @@ def train_reference(model: Any, processor: Any, cfg: Any, opts: Options) -> dict
         model.eval()
 
 
+def bare_step(
+    model: Any, processor: Any, run: dict[str, Any], opts: Options, reps: int = 2
+) -> dict[str, Any]:
+    """Forward + backward alone on an unpadded synthetic batch shaped like the run's mean example: the ceiling the
+    end-to-end number is compared with (what data loading, padding and Python overhead cost)."""
+    enc_len = max(1, round(run["mean_encoder_length"]))
+    target_len = max(1, round(run["mean_target_length"]))
+    prefix = (
+        len(processor.lm_tokenizer(processor.lm_prefix, add_special_tokens=False)["input_ids"])
+        if processor.lm_prefix
+        else 0
+    )
+    gen = torch.Generator().manual_seed(0)
+    batch = _synthetic_batch(processor, model, opts.train_batch, enc_len, target_len, gen)
+    # Stretch the targets' share so the example length matches the run's mean (the prompt counts as LM text).
+    extra = round(run["mean_example_length"]) - enc_len - (prefix + enc_len + 1 + target_len)
+    if extra > 0:
+        batch = _synthetic_batch(processor, model, opts.train_batch, enc_len, target_len + extra, gen)
+        batch["labels"][:, -(target_len + extra) : -target_len] = -100
+    batch = {k: v.to(opts.device) for k, v in batch.items()}
+    enc, lm, tg = batch_lengths(batch)
+    set_train_mode(model)
+    best = float("inf")
+    try:
+        for _ in range(reps):
+            sync(opts.device)
+            t0 = time.perf_counter()
+            with autocast(opts.device, opts.dtype):
+                loss = model(**batch).loss
+            loss.backward()
+            sync(opts.device)
+            best = min(best, time.perf_counter() - t0)
+            model.zero_grad(set_to_none=True)
+    finally:
+        model.eval()
+    flops = training_flops(train_shape(model), enc, lm, tg)
+    return {"seconds": best, "tokens_per_s": (sum(enc) + sum(lm)) / best, "achieved_flops": flops / best}
+
+
 def training_phase(pair: Any, ref_model: Any, cfg: Any, opts: Options) -> dict[str, Any]:
     """Ours and the reference alternately, `repeats` times each, with the matmul peak measured before each."""
     runs: dict[str, list] = {"ours": [], "reference": []}
@@ -170,6 +213,7 @@ def training_phase(pair: Any, ref_model: Any, cfg: Any, opts: Options) -> dict[s
             measure_matmul_peak(opts.device, torch.float32 if opts.dtype == torch.float32 else opts.dtype)
         )
         runs["ours"].append(train_ours(pair.model, pair.processor, cfg, opts))
+        runs["ours"][-1]["bare"] = bare_step(pair.model, pair.processor, runs["ours"][-1], opts)
         if opts.reference:
             runs["reference"].append(train_reference(ref_model, pair.processor, cfg, opts))
     peak = max(p["peak_flops"] for p in peaks)
@@ -193,6 +237,9 @@ def training_phase(pair: Any, ref_model: Any, cfg: Any, opts: Options) -> dict[s
             "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
             "runs": rs,
         }
+        if name == "ours":
+            bare = [r["bare"]["achieved_flops"] for r in rs]
+            out[name]["bare_forward_backward_mfu"] = max(bare) / peak
         if "peak_gpu_mb" in rs[0]:
             out[name]["peak_gpu_mb"] = max(r["peak_gpu_mb"] for r in rs)
     if runs["reference"]:
@@ -367,6 +414,7 @@ def scaling_phase(pair: Any, opts: Options, reps: int = 2) -> dict[str, Any]:
     model, proc, dev = pair.model, pair.processor, opts.device
     shape = train_shape(model)
     gen = torch.Generator().manual_seed(0)
+    peak = measure_matmul_peak(dev, opts.dtype)["peak_flops"]
     set_train_mode(model)
 
     def measure(b: int, length: int) -> dict[str, Any]:
@@ -384,12 +432,14 @@ def scaling_phase(pair: Any, opts: Options, reps: int = 2) -> dict[str, Any]:
             best = min(best, time.perf_counter() - t0)
             model.zero_grad(set_to_none=True)
         tokens = sum(enc) + sum(lm)
+        flops = training_flops(shape, enc, lm, tg)
         return {
             "batch": b,
             "tokens_per_example": tokens // b,
             "seconds": best,
             "us_per_token": 1e6 * best / tokens,
-            "flops_per_token": training_flops(shape, enc, lm, tg) / tokens,
+            "flops_per_token": flops / tokens,
+            "mfu": flops / best / peak,
         }
 
     base_len = opts.scaling_lengths[0]
@@ -405,7 +455,7 @@ def scaling_phase(pair: Any, opts: Options, reps: int = 2) -> dict[str, Any]:
         worst = max(r["time_per_token_vs_first"] / r["flops_per_token_vs_first"] for r in rows)
         return {"rows": rows, "worst_time_over_flops_growth": worst}
 
-    return {"over_batch": summarize(over_batch), "over_length": summarize(over_length)}
+    return {"peak_flops": peak, "over_batch": summarize(over_batch), "over_length": summarize(over_length)}
 
 
 def dump(obj: Any) -> str:

@@ -447,3 +447,29 @@ def test_accepts_built_models(tiny_dirs):
         model = LangBridgeModel.from_encoder_and_lm(encoder, lm, bridge="ffn")
     assert model.encoder is encoder and model.lm is lm
     assert model.config.bridge_type == "ffn"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training fast path: the LM head only where the loss needs it
+@pytest.mark.parametrize("encoder, lm", [("bert", "llama"), ("mt5", "gpt2")])
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_logits_to_keep_targets_gives_the_same_loss_and_gradients(tiny_langbridge, encoder, lm, padding_side):
+    model, processor = tiny_langbridge(encoder, lm, processor_kwargs={"lm_prompt": " A:"})
+    batch = processor(TEXTS, targets=TARGETS, padding_side=padding_side)
+    full = model(**batch)
+    full.loss.backward()
+    grads = [p.grad.clone() for p in model.bridge.parameters()]
+    model.zero_grad()
+    kept = model(**batch, logits_to_keep="targets")
+    kept.loss.backward()
+    torch.testing.assert_close(kept.loss, full.loss, atol=1e-6, rtol=1e-6)
+    for g, p in zip(grads, model.bridge.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, g, atol=1e-6, rtol=1e-5)
+    # Fewer positions: nothing before the first target's predecessor.
+    first = int((batch["labels"] != -100).any(dim=0).nonzero()[0, 0])
+    assert kept.logits.shape[1] == batch["input_ids"].shape[1] - first + 1 < full.logits.shape[1]
+    torch.testing.assert_close(kept.logits, full.logits[:, first - 1 :])
+    with pytest.raises(ValueError, match="needs labels"):
+        model(**{k: v for k, v in batch.items() if k != "labels"}, logits_to_keep="targets")
+    with pytest.raises(ValueError, match="use an int"):
+        model(**batch, logits_to_keep="all")

@@ -228,13 +228,17 @@ class LangBridgeModel(LangBridgePreTrainedModel, GenerationMixin):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
-        logits_to_keep: int | torch.Tensor = 0,
+        logits_to_keep: int | torch.Tensor | str = 0,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
         r"""
         encoder_input_ids / encoder_attention_mask: the encoder side built by `LangBridgeProcessor`.
         bridged_embeds / bridged_mask: precomputed `encode(...)` output (used by `generate` so the encoder runs once).
         input_ids / attention_mask: the LM side with soft-token slots. labels: -100 on everything but the target.
+        logits_to_keep: as in transformers (0 = all positions, n = the last n, or a tensor of positions), or
+            "targets" with `labels`: only the positions from the one before the batch's first target on, which is
+            all the loss needs. The loss is unchanged; the LM head and the cross-entropy skip the soft slots and
+            the prompt (training is faster), and `logits` covers only those last positions.
         """
         slots = None
         if inputs_embeds is None:
@@ -261,6 +265,8 @@ class LangBridgeModel(LangBridgePreTrainedModel, GenerationMixin):
             position_ids = positions[:, -inputs_embeds.shape[1] :]
         if labels is not None and slots is not None:
             labels = labels.masked_fill(slots, -100)
+        if isinstance(logits_to_keep, str):
+            logits_to_keep, labels = _keep_target_logits(logits_to_keep, labels)
         return self.lm(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
@@ -468,6 +474,19 @@ class LangBridgeModel(LangBridgePreTrainedModel, GenerationMixin):
         if missing:
             raise ValueError(f"{source} lacks bridge weights {missing}; the file is incomplete.")
         self.load_state_dict(state, strict=False)
+
+
+def _keep_target_logits(mode: str, labels: torch.Tensor | None) -> tuple[int, torch.Tensor]:
+    """(logits_to_keep, labels cut to match) covering every target of the batch."""
+    if mode != "targets":
+        raise ValueError(f"logits_to_keep={mode!r}: use an int, a tensor of positions, or 'targets'.")
+    if labels is None:
+        raise ValueError("logits_to_keep='targets' needs labels (it keeps the positions that predict them).")
+    has_target = (labels != -100).any(dim=0).nonzero()
+    # The logit at position p predicts the token at p + 1; with no target at all keep one position (a zero loss).
+    first = int(has_target[0, 0]) if has_target.numel() else labels.shape[1] - 1
+    keep = labels.shape[1] - max(first - 1, 0)
+    return keep, labels[:, -keep:]
 
 
 # -------------------------------------------------------------------------------------------------------------
