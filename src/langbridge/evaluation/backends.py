@@ -242,6 +242,15 @@ class LangBridgeBackend(_Backend):
         # Over-long few-shot prompts keep their end (the question) rather than their start.
         self.processor.encoder_tokenizer.truncation_side = "left"
         self._eos = _eos_ids(model.lm, processor.lm_tokenizer)
+        enc_tok = processor.encoder_tokenizer
+        # What the encoder reads for an empty context: its end-of-sequence token alone, the counterpart of a
+        # plain LM conditioning on EOS (the processor refuses empty text).
+        self._empty_context = next(
+            (t for t in (enc_tok.sep_token, enc_tok.eos_token, enc_tok.cls_token, enc_tok.bos_token) if t), "."
+        )
+
+    def _encoder_text(self, text: str) -> str:
+        return text if text.strip() else self._empty_context
 
     def prompt_style(self, style: str = "auto", instruction_template: str | None = None) -> PromptStyle:
         _check_style(style)
@@ -274,7 +283,7 @@ class LangBridgeBackend(_Backend):
     def _generate_batch(self, requests: list[GenerationRequest], n: int) -> list[str]:
         proc = self.processor
         batch = proc(
-            [r.encoder_text for r in requests],
+            [self._encoder_text(r.encoder_text) for r in requests],
             lm_prompts=[resolve_lm_prompt(r, proc.lm_prompt) for r in requests],
             padding_side="left",
         ).to(self.device)
@@ -288,7 +297,7 @@ class LangBridgeBackend(_Backend):
 
     def _loglikelihood_batch(self, requests: list[LoglikelihoodRequest]) -> list[tuple[float, bool]]:
         proc = self.processor
-        contexts = [r.context for r in requests]
+        contexts = [self._encoder_text(r.context) for r in requests]
         # The continuation stands alone after the soft tokens and the LM prompt (as in the paper's harness).
         batch = proc(
             contexts,

@@ -267,41 +267,52 @@ def evaluate(
                 )
             done = {k: r for k, r in done.items() if r.get("config") == config_hash}
 
-        task_rows: dict[str, list[dict]] = {}
-        started, ran = time.perf_counter(), 0
+        # Load every language first (a missing file fails before any model time is spent), then run all
+        # pending examples of the task together: batches mix languages, sorted by length.
+        started = time.perf_counter()
+        units_by_lang: dict[str, list[_Unit]] = {}
+        pending: list[_Unit] = []
+        copies = num_samples if sampled else 1
+        needs_shots = task.fewshot is not None and (not style.instruct or task.fewshot_in_instruct)
         for lang in langs:
             examples = task.load(source, lang, task_split)
             if limit is not None:
                 examples = _limit(task, examples, limit)
             if not examples:
                 raise ValueError(f"{task.name} ({lang}, {task_split}) has no examples; check the data files.")
-            needs_shots = task.fewshot is not None and (not style.instruct or task.fewshot_in_instruct)
-            shots = task.fewshot(source, lang) if needs_shots else None
-            copies = num_samples if sampled else 1
-            units = []
-            for ex in examples:
-                for s in range(copies):
-                    key = f"{task_split}/{lang}/{ex.id}" + (f"#{s}" if sampled else "")
-                    units.append(_Unit(ex, key, s if sampled else None, None))  # type: ignore[arg-type]
-            pending = [u for u in units if u.key not in done]
-            if pending:
-                torch.manual_seed(seed)
-                for u in pending:
+            units = [
+                _Unit(
+                    ex,
+                    f"{task_split}/{lang}/{ex.id}" + (f"#{s}" if sampled else ""),
+                    s if sampled else None,
+                    None,
+                )  # type: ignore[arg-type]
+                for ex in examples
+                for s in range(copies)
+            ]
+            units_by_lang[lang] = units
+            todo = [u for u in units if u.key not in done]
+            if todo:
+                shots = task.fewshot(source, lang) if needs_shots else None
+                for u in todo:
                     u.request = task.build(u.example, style, options, shots)
-                ran += len(pending)
-                _run_units(
-                    task,
-                    backend,
-                    pending,
-                    done,
-                    pred_path,
-                    config_hash,
-                    batch_size,
-                    progress,
-                    sandbox_workers,
-                    task_split,
-                )
-            task_rows[lang] = [done[u.key] for u in units]
+                pending += todo
+        ran = len(pending)
+        if pending:
+            torch.manual_seed(seed)
+            _run_units(
+                task,
+                backend,
+                pending,
+                done,
+                pred_path,
+                config_hash,
+                batch_size,
+                progress,
+                sandbox_workers,
+                task_split,
+            )
+        task_rows = {lang: [done[u.key] for u in units] for lang, units in units_by_lang.items()}
         elapsed = time.perf_counter() - started
 
         per_lang = {lang: _language_metrics(task, rows, pass_k) for lang, rows in task_rows.items()}
@@ -385,10 +396,10 @@ def _run_units(
     if pred_path is not None:
         pred_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(pred_path, "a", encoding="utf-8") if pred_path is not None else None  # noqa: SIM115
-    lang = pending[0].example.language
-    bar = tqdm(
-        total=len(pending), desc=f"{task.name} {lang}", unit="ex", disable=not progress, dynamic_ncols=True
-    )
+    langs = sorted({u.example.language for u in pending})
+    desc = f"{task.name} ({langs[0]})" if len(langs) == 1 else f"{task.name} ({len(langs)} languages)"
+    # tqdm's rate and remaining time are the examples/s and ETA.
+    bar = tqdm(total=len(pending), desc=desc, unit="ex", disable=not progress, dynamic_ncols=True)
     n_correct = 0
     try:
         for start in range(0, len(pending), per_batch):
