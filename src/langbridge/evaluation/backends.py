@@ -246,7 +246,8 @@ class LangBridgeBackend(_Backend):
         # What the encoder reads for an empty context: its end-of-sequence token alone, the counterpart of a
         # plain LM conditioning on EOS (the processor refuses empty text).
         self._empty_context = next(
-            (t for t in (enc_tok.sep_token, enc_tok.eos_token, enc_tok.cls_token, enc_tok.bos_token) if t), "."
+            (t for t in (enc_tok.sep_token, enc_tok.eos_token, enc_tok.cls_token, enc_tok.bos_token) if t),
+            ".",
         )
 
     def _encoder_text(self, text: str) -> str:

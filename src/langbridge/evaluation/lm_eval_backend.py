@@ -108,7 +108,9 @@ class LangBridgeLM(LM):
         self.max_gen_toks = int(max_gen_toks)
 
     @classmethod
-    def from_backend(cls, backend: LangBridgeBackend, max_gen_toks: int = DEFAULT_MAX_GEN_TOKS) -> LangBridgeLM:
+    def from_backend(
+        cls, backend: LangBridgeBackend, max_gen_toks: int = DEFAULT_MAX_GEN_TOKS
+    ) -> LangBridgeLM:
         """Wrap an already loaded model (e.g. `LangBridgeBackend(model, processor)`)."""
         return cls(backend=backend, batch_size=backend.batch_size, max_gen_toks=max_gen_toks)
 
@@ -205,7 +207,9 @@ class LangBridgeLM(LM):
     def tokenizer_name(self) -> str:
         return self._no_chat_template()
 
-    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(
+        self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True
+    ) -> str:
         return self._no_chat_template()
 
     @staticmethod
