@@ -101,17 +101,20 @@ class CopyLM(torch.nn.Module):
         self.config = SimpleNamespace(max_position_embeddings=512)
         self.dummy = torch.nn.Parameter(torch.zeros(1))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: object) -> SimpleNamespace:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int = 0, **_: object
+    ) -> SimpleNamespace:
         b, t = input_ids.shape
         logits = torch.zeros(b, t, self.vocab)
         for i in range(b):
             row = input_ids[i].tolist()
+            real = attention_mask[i].tolist()
             for pos in range(t):
                 for prev in range(pos - 1, -1, -1):
-                    if row[prev] == row[pos]:
+                    if real[prev] and row[prev] == row[pos]:
                         logits[i, pos, row[prev + 1]] = math.log(0.9 * self.vocab)
                         break
-        return SimpleNamespace(logits=logits)
+        return SimpleNamespace(logits=logits[:, -logits_to_keep:] if logits_to_keep else logits)
 
 
 def test_lm_text_upper_bound_ordering_on_constructed_case(tiny_dirs: dict[str, str]) -> None:

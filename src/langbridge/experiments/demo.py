@@ -24,7 +24,8 @@ import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -51,16 +52,16 @@ class DemoSettings:
     lm: str = "smollm2-135m-instruct"
     recipe: str = "unlabeled"
     seeds: list[int] = field(default_factory=lambda: [0, 1])
-    steps: int = 160
+    steps: int = 120
     batch_size: int = 8
     lr_bridge: float = 6e-4
     bridge: str = "linear"
     freeze_encoder: bool = True
     checkpoints: int = 4  # intermediate checkpoints per run (for the data-amount ablation)
     flores_languages: list[str] = field(default_factory=lambda: list(FLORES_LANGUAGES))
-    flores_pairs: int | None = 100
+    flores_pairs: int | None = 64
     xcopa_languages: list[str] = field(default_factory=lambda: list(XCOPA_LANGUAGES))
-    xcopa_limit: int | None = 100
+    xcopa_limit: int | None = 64
     mgsm_languages: list[str] = field(default_factory=lambda: list(MGSM_LANGUAGES))
     mgsm_limit: int = 8
     mgsm_max_new_tokens: int = 128
@@ -116,14 +117,23 @@ def _free() -> None:
 
 
 class Timer:
-    """Wall time per stage, appended to OUTPUT/timing.json (stages resumed from disk cost 0 s)."""
+    """Wall and CPU time per stage, kept in OUTPUT/timing.json (a stage resumed from disk adds ~0 s).
+
+    CPU time (all threads of this process) is recorded because the machine may be shared: wall time then
+    overstates what the run costs, and CPU seconds / threads estimates the wall time on an idle machine.
+    """
 
     def __init__(self, path: Path):
         self.path = path
-        self.data: dict[str, float] = _read_json(path) if path.exists() else {}
+        self.data: dict[str, dict[str, float]] = _read_json(path) if path.exists() else {}
 
-    def record(self, stage: str, seconds: float) -> None:
-        self.data[stage] = round(self.data.get(stage, 0.0) + seconds, 1)
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        yield
+        entry = self.data.setdefault(name, {"wall_s": 0.0, "cpu_s": 0.0})
+        entry["wall_s"] = round(entry["wall_s"] + time.perf_counter() - wall, 1)
+        entry["cpu_s"] = round(entry["cpu_s"] + time.process_time() - cpu, 1)
         _write_json(self.path, self.data)
 
 
@@ -315,6 +325,7 @@ def eval_flores_lm(lm: Any, tokenizer: Any, flores: FloresData, settings: DemoSe
             lm, tokenizer, flores.contexts(lang), flores.targets, batch_size=bs, desc=f"flores lm {lang}"
         )
         result["languages"][lang] = _flores_entry(nll, tok)
+        logger.info("flores lm alone %s: %.3f nats/token", lang, result["languages"][lang]["nats_per_token"])
     nll, tok = score_lm_text(
         lm, tokenizer, [None] * len(flores.targets), flores.targets, batch_size=bs, desc="flores no-context"
     )
@@ -342,6 +353,9 @@ def eval_flores_langbridge(
             desc=f"flores langbridge {lang}",
         )
         result["languages"][lang] = _flores_entry(nll, tok)
+        logger.info(
+            "flores langbridge %s: %.3f nats/token", lang, result["languages"][lang]["nats_per_token"]
+        )
     return result
 
 
@@ -349,7 +363,7 @@ def eval_benchmark(
     backend: Any, task: str, languages: Sequence[str], out_dir: Path, settings: DemoSettings, **kwargs: Any
 ) -> dict[str, Any]:
     """Run a registered evaluation task and return {lang: [(key, correct), ...]} in a fixed order."""
-    from langbridge.evaluation import evaluate, read_predictions
+    from langbridge.evaluation import evaluate, get_task, read_predictions
 
     results = evaluate(
         backend,
@@ -362,8 +376,13 @@ def eval_benchmark(
         progress=False,
         **kwargs,
     )
+    splits = get_task(task).splits
+    split = kwargs.get("split") or splits[0]
+    entry = results["tasks"][task if split == splits[0] else f"{task}[{split}]"]
+    logger.info(
+        "%s %s (%s): %s", backend.name, task, split, {k: round(v, 3) for k, v in entry["scores"].items()}
+    )
     rows = read_predictions(out_dir / "predictions" / f"{task}.jsonl")
-    split = kwargs.get("split") or next(iter(results["tasks"].values()))["split"]
     per_lang: dict[str, list] = {lang: [] for lang in languages}
     for key in sorted(rows):
         row = rows[key]
@@ -662,42 +681,42 @@ def run_demo(settings: DemoSettings, out: str | os.PathLike, *, mgsm: bool = Tru
     timer = Timer(out / "timing.json")
     torch.manual_seed(0)
 
-    t0 = time.perf_counter()
-    corpus = prepare_corpus(out, settings, root)
-    flores = FloresData(settings, settings.flores_languages)
-    timer.record("corpus", time.perf_counter() - t0)
+    with timer.stage("corpus"):
+        corpus = prepare_corpus(out, settings, root)
+        flores = FloresData(settings, settings.flores_languages)
 
-    t0 = time.perf_counter()
-    lm_pair = load_lm(settings.lm)
-    baseline = evaluate_model("lm_alone", out, settings, flores, lm_pair=lm_pair, mgsm=mgsm)
-    del lm_pair
-    _free()
-    timer.record("eval lm_alone", time.perf_counter() - t0)
+    with timer.stage("eval lm_alone"):
+        lm_pair = load_lm(settings.lm)
+        baseline = evaluate_model("lm_alone", out, settings, flores, lm_pair=lm_pair, mgsm=mgsm)
+        del lm_pair
+        _free()
 
     seed_scores = []
     checkpoints = []
     for i, seed in enumerate(settings.seeds):
-        t0 = time.perf_counter()
-        cfg = train_config(settings, out / "train" / f"seed{seed}", seed, corpus, root)
-        final = train_run(cfg)
-        timer.record(f"train seed{seed}", time.perf_counter() - t0)
+        with timer.stage(f"train seed{seed}"):
+            cfg = train_config(settings, out / "train" / f"seed{seed}", seed, corpus, root)
+            final = train_run(cfg)
         checkpoints.append(final)
-        t0 = time.perf_counter()
-        pair = load_langbridge(final)
-        # MGSM generation is the slowest task; one seed is enough to show whether a 135M LM can do it.
-        seed_scores.append(
-            evaluate_model(
-                f"langbridge_seed{seed}", out, settings, flores, langbridge_pair=pair, mgsm=mgsm and i == 0
+        with timer.stage(f"eval seed{seed}"):
+            pair = load_langbridge(final)
+            # MGSM generation is the slowest task; one seed is enough to show whether a 135M LM can do it.
+            seed_scores.append(
+                evaluate_model(
+                    f"langbridge_seed{seed}",
+                    out,
+                    settings,
+                    flores,
+                    langbridge_pair=pair,
+                    mgsm=mgsm and i == 0,
+                )
             )
-        )
-        del pair
-        _free()
-        timer.record(f"eval seed{seed}", time.perf_counter() - t0)
+            del pair
+            _free()
 
     if pca and checkpoints:
-        t0 = time.perf_counter()
-        run_pca(checkpoints[0], out / "pca", settings)
-        timer.record("pca", time.perf_counter() - t0)
+        with timer.stage("pca"):
+            run_pca(checkpoints[0], out / "pca", settings)
 
     # MGSM is reported for the seeds that ran it (the first one) only.
     report = build_report(baseline, seed_scores, settings)
@@ -755,20 +774,19 @@ def run_pilot(settings: DemoSettings, out: str | os.PathLike, steps: int) -> dic
     timer = Timer(out / "timing.json")
     corpus = prepare_corpus(out, settings, root)
     flores = FloresData(settings, settings.flores_languages)
-    t0 = time.perf_counter()
-    baseline = evaluate_model("lm_alone", out, settings, flores, lm_pair=load_lm(settings.lm), mgsm=False)
-    timer.record("eval lm_alone", time.perf_counter() - t0)
+    with timer.stage("eval lm_alone"):
+        baseline = evaluate_model("lm_alone", out, settings, flores, lm_pair=load_lm(settings.lm), mgsm=False)
     results: dict[str, Any] = {"settings": asdict(settings), "recipes": {}}
     for recipe in RECIPES:
-        t0 = time.perf_counter()
-        cfg = train_config(settings, out / "train" / recipe, settings.seeds[0], corpus, root, recipe=recipe)
-        final = train_run(cfg)
-        timer.record(f"train {recipe}", time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        scores = evaluate_model(
-            recipe, out, settings, flores, langbridge_pair=load_langbridge(final), mgsm=False
-        )
-        timer.record(f"eval {recipe}", time.perf_counter() - t0)
+        with timer.stage(f"train {recipe}"):
+            cfg = train_config(
+                settings, out / "train" / recipe, settings.seeds[0], corpus, root, recipe=recipe
+            )
+            final = train_run(cfg)
+        with timer.stage(f"eval {recipe}"):
+            scores = evaluate_model(
+                recipe, out, settings, flores, langbridge_pair=load_langbridge(final), mgsm=False
+            )
         _free()
         results["recipes"][recipe] = build_report(baseline, [scores], settings)
     results["timing_s"] = timer.data
@@ -826,16 +844,15 @@ def run_ablations(
         if step >= settings.steps:
             continue
         name = f"langbridge_seed{seed}_step{step}"
-        t0 = time.perf_counter()
-        scores_path = out / "scores" / f"{name}.json"
-        if scores_path.exists():
-            scores = _read_json(scores_path)
-        else:
-            pair = load_langbridge(final, weights=path / "trainable.safetensors")
-            scores = evaluate_model(name, out, settings, flores, langbridge_pair=pair, mgsm=False)
-            del pair
-            _free()
-        timer.record(f"ablation {name}", time.perf_counter() - t0)
+        with timer.stage(f"ablation {name}"):
+            scores_path = out / "scores" / f"{name}.json"
+            if scores_path.exists():
+                scores = _read_json(scores_path)
+            else:
+                pair = load_langbridge(final, weights=path / "trainable.safetensors")
+                scores = evaluate_model(name, out, settings, flores, langbridge_pair=pair, mgsm=False)
+                del pair
+                _free()
         rows["data_amount"].append(_ablation_row(step, settings, baseline, scores))
     rows["data_amount"].append(_ablation_row(settings.steps, settings, baseline, main_scores))
     rows["variants"]["linear bridge, frozen encoder (main)"] = _ablation_row(
@@ -843,25 +860,23 @@ def run_ablations(
     )
     for label, variant in ABLATION_VARIANTS.items():
         slug = label.replace(" ", "_")
-        t0 = time.perf_counter()
-        cfg = train_config(settings, out / "ablations" / slug, seed, corpus, root, **variant)
-        trained = train_run(cfg)
-        timer.record(f"ablation train {slug}", time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        scores_path = out / "scores" / f"ablation_{slug}.json"
-        if scores_path.exists():
-            scores = _read_json(scores_path)
-        else:
-            scores = evaluate_model(
-                f"ablation_{slug}",
-                out,
-                settings,
-                flores,
-                langbridge_pair=load_langbridge(trained),
-                mgsm=False,
-            )
-            _free()
-        timer.record(f"ablation eval {slug}", time.perf_counter() - t0)
+        with timer.stage(f"ablation train {slug}"):
+            cfg = train_config(settings, out / "ablations" / slug, seed, corpus, root, **variant)
+            trained = train_run(cfg)
+        with timer.stage(f"ablation eval {slug}"):
+            scores_path = out / "scores" / f"ablation_{slug}.json"
+            if scores_path.exists():
+                scores = _read_json(scores_path)
+            else:
+                scores = evaluate_model(
+                    f"ablation_{slug}",
+                    out,
+                    settings,
+                    flores,
+                    langbridge_pair=load_langbridge(trained),
+                    mgsm=False,
+                )
+                _free()
         rows["variants"][label] = _ablation_row(settings.steps, settings, baseline, scores)
     rows["timing_s"] = timer.data
     _write_json(out / "ablations.json", rows)
@@ -901,7 +916,7 @@ def add_parsers(subparsers: Any) -> None:
         "--output", default=None, help="output folder (default outputs/demo, or outputs/demo-quick)"
     )
     p.add_argument("--seeds", type=int, default=2, help="number of training seeds (default 2)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per seed (default 160; quick 4)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per seed (default 120; quick 4)")
     p.add_argument(
         "--recipe", choices=RECIPES, default="unlabeled", help="training data/mode (default unlabeled)"
     )
@@ -910,9 +925,9 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument(
         "--data-dir", default=None, help="shared data folder (default $LANGBRIDGE_DATA or ../shared/data)"
     )
-    p.add_argument("--flores-pairs", type=int, default=None, help="FLORES test pairs (default 100; 0 = all)")
+    p.add_argument("--flores-pairs", type=int, default=None, help="FLORES test pairs (default 64; 0 = all)")
     p.add_argument(
-        "--xcopa-limit", type=int, default=None, help="XCOPA examples per language (default 100; 0 = all)"
+        "--xcopa-limit", type=int, default=None, help="XCOPA examples per language (default 64; 0 = all)"
     )
     for task, default in (("flores", FLORES_LANGUAGES), ("xcopa", XCOPA_LANGUAGES), ("mgsm", MGSM_LANGUAGES)):
         p.add_argument(

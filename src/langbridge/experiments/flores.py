@@ -96,6 +96,12 @@ def _target_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray,
     return nll.double().cpu().numpy(), mask.sum(dim=1).cpu().numpy()
 
 
+def _window(labels: torch.Tensor) -> int:
+    """Positions to keep at the end of left-padded rows: the longest target plus the position before it."""
+    first = (labels != -100).int().argmax(dim=1)
+    return int((labels.shape[1] - first).max()) + 1 if labels.shape[1] else 1
+
+
 def target_ids(tokenizer: Any, text: str) -> list[int]:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if not ids:
@@ -137,16 +143,18 @@ def score_langbridge(
     bar = _progress(len(order), desc, progress)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
+        # Left padding puts every target at the end of its row, so the LM head only needs the last positions
+        # (the vocabulary projection of long contexts is a large share of the cost on CPU).
         batch = processor(
             [contexts[i] for i in idx],
             targets=[targets[i] for i in idx],
             append_eos=False,
-            padding_side="right",
+            padding_side="left",
         ).to(device)
-        out = model(**batch, use_cache=False)
-        labels = batch["labels"]
-        # The model masks the soft slots itself; apply the same mask so only target tokens count.
-        values, tokens = _target_nll(out.logits, labels)
+        labels = batch.pop("labels")
+        keep = _window(labels)
+        out = model(**batch, use_cache=False, logits_to_keep=keep)
+        values, tokens = _target_nll(out.logits, labels[:, -keep:])
         nll[idx], count[idx] = values, tokens
         bar.update(len(idx))
     bar.close()
@@ -206,12 +214,20 @@ def score_lm_text(
         mask = torch.zeros_like(ids)
         lab = torch.full_like(ids, -100)
         for j, i in enumerate(idx):
-            n = len(rows[i])
-            ids[j, :n] = torch.tensor(rows[i])
-            mask[j, :n] = 1
-            lab[j, :n] = torch.tensor(labels[i])
-        out = lm(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
-        values, tokens = _target_nll(out.logits, lab.to(device))
+            n = len(rows[i])  # left padding: targets end every row (see score_langbridge)
+            ids[j, width - n :] = torch.tensor(rows[i])
+            mask[j, width - n :] = 1
+            lab[j, width - n :] = torch.tensor(labels[i])
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # padding must not shift positions
+        keep = _window(lab)
+        out = lm(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            use_cache=False,
+            logits_to_keep=keep,
+        )
+        values, tokens = _target_nll(out.logits, lab[:, -keep:].to(device))
         nll[idx], count[idx] = values, tokens
         bar.update(len(idx))
     bar.close()
