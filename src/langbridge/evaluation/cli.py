@@ -146,6 +146,20 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--output", type=Path, help="also write the markdown to this file")
     c.set_defaults(func=_run_compare)
 
+    h = subparsers.add_parser(
+        "lm-eval",
+        help="lm-evaluation-harness with the `langbridge` model registered (arguments go to lm-eval)",
+        description=(
+            "Runs lm-eval's command line after registering the `langbridge` model, e.g. `langbridge lm-eval --model "
+            "langbridge --model_args pretrained=CKPT --tasks xcopa_sw`. Needs `pip install 'langbridge[lm-eval]'`."
+        ),
+        # Every argument, --help included, belongs to lm-eval: no option prefix of our own.
+        prefix_chars="\0",
+        add_help=False,
+    )
+    h.add_argument("lm_eval_args", nargs=argparse.REMAINDER, help="lm-eval arguments")
+    h.set_defaults(func=_run_lm_eval)
+
 
 def _run_eval(args: argparse.Namespace) -> int:
     from .registry import available_tasks, get_task
@@ -219,6 +233,18 @@ def _run_eval(args: argparse.Namespace) -> int:
     print(results_markdown(results))
     print(f"Wrote {output}/results.json, results.md and predictions/.")
     return 0
+
+
+def _run_lm_eval(args: argparse.Namespace) -> int:
+    try:
+        from .lm_eval_backend import main
+    except ImportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    try:
+        return main(args.lm_eval_args)
+    except SystemExit as done:  # argparse inside lm-eval exits on --help and on bad arguments
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
 
 
 def _run_compare(args: argparse.Namespace) -> int:
