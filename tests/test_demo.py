@@ -208,3 +208,13 @@ def test_quick_demo_end_to_end_on_tiny_models(tiny_dirs: dict[str, str], tmp_pat
     other = parser.parse_args(["demo", "--quick", "--output", str(out), "--steps", "3"])
     with pytest.raises(ValueError, match="other settings"):
         other.func(other)
+
+
+def test_results_md_blocks_are_replaced_and_others_kept() -> None:
+    from langbridge.experiments.results_doc import fill_markers
+
+    text = "intro\n<!-- demo:main -->\nold table\n<!-- /demo:main -->\nmiddle\n<!-- demo:pca -->\nkeep\n<!-- /demo:pca -->\n"
+    filled = fill_markers(text, {"main": "| new | table |", "other": "unused"})
+    assert "| new | table |\n<!-- /demo:main -->" in filled and "old table" not in filled
+    assert "<!-- demo:pca -->\nkeep\n" in filled and filled.startswith("intro\n") and "middle" in filled
+    assert fill_markers(filled, {"main": "| new | table |"}) == filled  # idempotent

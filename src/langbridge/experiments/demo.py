@@ -954,6 +954,12 @@ def add_parsers(subparsers: Any) -> None:
     mode.add_argument(
         "--report-only", action="store_true", help="rebuild results.md/json from the scores in --output"
     )
+    p.add_argument(
+        "--results-md",
+        default=None,
+        help="with --report-only: rewrite the generated blocks (<!-- demo:NAME -->) of this RESULTS.md",
+    )
+    p.add_argument("--pilot-dir", default=None, help="with --results-md: the --pilot output folder to report")
     p.add_argument("--figures", default=None, help="folder for the ablation figures (default OUTPUT/figures)")
     p.set_defaults(func=run_cli)
 
@@ -1004,8 +1010,13 @@ def run_cli(args: argparse.Namespace) -> int:
         rows = run_ablations(settings, out, Path(args.figures) if args.figures else None)
         print(json.dumps(rows["figures"], indent=2))
     elif args.report_only:
-        report = rebuild_report(settings, out)
-        print(report_markdown(report))
+        if list((out / "scores").glob("langbridge_seed*.json")):
+            print(report_markdown(rebuild_report(settings, out)))
+        if args.results_md:
+            from .results_doc import update_results_md
+
+            filled = update_results_md(args.results_md, out, args.pilot_dir)
+            print(f"{args.results_md}: filled {', '.join(filled) or 'no'} block(s) from {out}")
     else:
         report = run_demo(settings, out, mgsm=not args.no_mgsm, pca=not args.no_pca)
         print(report_markdown(report))

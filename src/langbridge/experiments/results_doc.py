@@ -1,0 +1,195 @@
+"""Fill the generated parts of RESULTS.md from a demo's JSON outputs, so no number is typed by hand.
+
+RESULTS.md holds marker pairs `<!-- demo:NAME -->` ... `<!-- /demo:NAME -->`; everything between them is
+replaced by the block NAME rendered here (headline, main, pilot, timing, pca, ablations).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from langbridge.utils import atomic_write_text
+
+MARKER = re.compile(r"(<!-- demo:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /demo:(?P=name) -->)", re.DOTALL)
+
+
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _ci(row: dict[str, Any], scale: float = 1.0, digits: int = 3) -> str:
+    d, lo, hi = (row[k] * scale for k in ("delta", "ci_low", "ci_high"))
+    return f"{d:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+def headline(results: dict[str, Any]) -> str:
+    """Group averages: LM alone vs LangBridge, delta and CI, per task."""
+    lines = [
+        "| task (metric) | group | LM alone | LangBridge | Δ [95% CI] |",
+        "|---|---|---|---|---|",
+    ]
+    fl = results["tasks"].get("flores")
+    if fl:
+        eng = fl["languages"].get("eng")
+        rows = [(g, r) for g, r in fl["groups"].items()]
+        for group, r in rows:
+            lines.append(
+                f"| FLORES continuation (nats/token, lower = better) | {group} ({len(r['languages'])} langs) | "
+                f"{r['b']:.3f} | {r['a']:.3f} | {_ci(r)} |"
+            )
+        if eng:
+            lines.append(
+                f"| FLORES continuation (nats/token, lower = better) | English | {eng['lm_alone']:.3f} | "
+                f"{eng['langbridge']:.3f} | {_ci(eng['delta_vs_lm'])} |"
+            )
+    for task, label in (("xcopa", "XCOPA (accuracy %)"), ("mgsm", "MGSM subset (accuracy %)")):
+        entry = results["tasks"].get(task)
+        if not entry:
+            continue
+        for group, r in entry["groups"].items():
+            lines.append(
+                f"| {label} | {group} ({len(r['languages'])} langs) | {100 * r['b']:.1f} | {100 * r['a']:.1f} | "
+                f"{_ci(r, 100, 1)} |"
+            )
+        if task == "mgsm" and "en" in entry["languages"]:
+            en = entry["languages"]["en"]
+            lines.append(
+                f"| {label} | English | {100 * en['lm_alone']:.1f} | {100 * en['langbridge']:.1f} | "
+                f"{_ci(en['delta_vs_lm'], 100, 1)} |"
+            )
+    seeds = len(results["seeds"])
+    planned = len(results.get("settings", {}).get("seeds", [])) or seeds
+    note = f"LangBridge = mean of {seeds} training seed(s)"
+    if seeds < planned:
+        note += f" (of {planned} planned; the run was still going when this was written)"
+    return "\n".join(lines) + f"\n\n{note}; MGSM: first seed only.\n"
+
+
+def timing(results: dict[str, Any], demo_dir: Path) -> str:
+    lines = ["| stage | wall time (s) | CPU time (s, all threads) |", "|---|---|---|"]
+    total_wall = total_cpu = 0.0
+    for stage, t in (results.get("timing_s") or {}).items():
+        if isinstance(t, dict):
+            lines.append(f"| {stage} | {t['wall_s']:.0f} | {t['cpu_s']:.0f} |")
+            total_wall += t["wall_s"]
+            total_cpu += t["cpu_s"]
+    lines.append(f"| **total** | **{total_wall:.0f}** ({total_wall / 60:.1f} min) | **{total_cpu:.0f}** |")
+    out = "\n".join(lines) + "\n"
+    summaries = results.get("train_summaries") or {}
+    if summaries:
+        out += "\n| training run | steps | LM+encoder tokens | tokens/s | peak RSS (MB) |\n|---|---|---|---|---|\n"
+        for name, s in summaries.items():
+            out += f"| {name} | {s['steps']} | {s['tokens']} | {s['tokens_per_s']:.1f} | {s['peak_rss_mb']:.0f} |\n"
+    if results.get("peak_rss_mb"):
+        out += f"\nPeak resident memory of the demo process: {results['peak_rss_mb']:.0f} MB.\n"
+    return out
+
+
+def pca_block(demo_dir: Path) -> str:
+    rep = _read(demo_dir / "pca" / "representations.json")
+    if rep is None:
+        return "(the representation analysis has not run yet)\n"
+    lines = [
+        f"{rep['n']} parallel FLORES-200 devtest sentences per language ({', '.join(rep['languages'])}).",
+        "",
+        "| model | silhouette by language (lower = more language-agnostic) | retrieval top-1 to/from English |",
+        "|---|---|---|",
+    ]
+    names = {"langbridge": "LangBridge (seed 0)", "lm": "LM alone"}
+    for key, m in rep["models"].items():
+        lines.append(f"| {names.get(key, key)} | {m['silhouette']:.3f} | {m['retrieval']['average']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def pilot_block(pilot_dir: Path) -> str:
+    from .demo import pilot_markdown
+
+    pilot = _read(pilot_dir / "pilot.json")
+    if pilot is None:
+        return "(the pilot has not run yet)\n"
+    s = pilot["settings"]
+    wall = sum(t["wall_s"] for t in pilot["timing_s"].values() if isinstance(t, dict))
+    return (
+        f"{s['steps']} steps x batch {s['batch_size']} per recipe, seed {s['seeds'][0]}; FLORES dev articles "
+        f"({', '.join(s['flores_languages'])}; {s['flores_pairs']} pairs), XCOPA validation "
+        f"({', '.join(s['xcopa_languages'])}; {s['xcopa_limit']} per language). Wall time {wall / 60:.0f} min.\n\n"
+        + pilot_markdown(pilot)
+    )
+
+
+def ablations_block(demo_dir: Path) -> str:
+    rows = _read(demo_dir / "ablations.json")
+    if rows is None:
+        return "(the ablations have not run yet: `langbridge demo --ablations`)\n"
+    lines = [
+        "| variant | FLORES LRL nats/token (Δ vs LM alone) | FLORES HRL | XCOPA LRL acc % (Δ) | XCOPA HRL |",
+        "|---|---|---|---|---|",
+    ]
+
+    def cells(r: dict[str, Any]) -> str:
+        parts = []
+        for key, scale, digits in (
+            ("flores_LRL", 1, 3),
+            ("flores_HRL", 1, 3),
+            ("xcopa_LRL", 100, 1),
+            ("xcopa_HRL", 100, 1),
+        ):
+            if key in r:
+                parts.append(f"{r[key]['a'] * scale:.{digits}f} ({_ci(r[key], scale, digits)})")
+            else:
+                parts.append("")
+        return " | ".join(parts)
+
+    for r in sorted(rows["data_amount"], key=lambda r: r["step"]):
+        lines.append(f"| {100 * r['fraction']:.0f}% of the data ({r['examples']} passages) | {cells(r)} |")
+    for label, r in rows["variants"].items():
+        lines.append(f"| {label} | {cells(r)} |")
+    wall = sum(t["wall_s"] for k, t in rows.get("timing_s", {}).items() if k.startswith("ablation"))
+    return "\n".join(lines) + f"\n\nAblation wall time: {wall / 60:.0f} min (on top of the main run).\n"
+
+
+def render_blocks(demo_dir: str | Path, pilot_dir: str | Path | None = None) -> dict[str, str]:
+    from .demo import report_markdown
+
+    demo_dir = Path(demo_dir)
+    results = _read(demo_dir / "results.json")
+    blocks: dict[str, str] = {}
+    if results is not None:
+        blocks["headline"] = headline(results)
+        blocks["main"] = report_markdown(results)
+        blocks["timing"] = timing(results, demo_dir)
+    blocks["pca"] = pca_block(demo_dir)
+    blocks["ablations"] = ablations_block(demo_dir)
+    if pilot_dir is not None:
+        blocks["pilot"] = pilot_block(Path(pilot_dir))
+    return blocks
+
+
+def fill_markers(text: str, blocks: dict[str, str]) -> str:
+    """Replace the body of each `<!-- demo:NAME -->` block that `blocks` has; others stay as they are."""
+
+    def replace(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in blocks:
+            return m.group(0)
+        body = blocks[name] if blocks[name].endswith("\n") else blocks[name] + "\n"
+        return f"{m.group(1)}{body}{m.group(4)}"
+
+    return MARKER.sub(replace, text)
+
+
+def update_results_md(
+    path: str | Path, demo_dir: str | Path, pilot_dir: str | Path | None = None
+) -> list[str]:
+    """Rewrite the generated blocks of RESULTS.md in place; returns the names of the blocks filled."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; it must exist with <!-- demo:NAME --> markers")
+    text = path.read_text(encoding="utf-8")
+    blocks = render_blocks(demo_dir, pilot_dir)
+    present = [m.group("name") for m in MARKER.finditer(text)]
+    atomic_write_text(path, fill_markers(text, blocks))
+    return [name for name in present if name in blocks]
