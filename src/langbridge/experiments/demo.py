@@ -231,14 +231,37 @@ def train_config(
 
 
 def train_run(cfg: Any) -> Path:
-    """Train unless OUTPUT already holds the finished adapter; returns its directory."""
+    """Train unless OUTPUT already holds the finished adapter; returns its directory.
+
+    An exclusive lock file lets a `--train-only` process train the seeds while the main process evaluates:
+    whoever comes second waits for the adapter instead of training it again.
+    """
+    import fcntl
+
     from langbridge.training import train
 
-    final = Path(cfg.output_dir) / "final"
-    if (final / "config.json").exists() and (Path(cfg.output_dir) / "train_summary.json").exists():
-        return final
-    resume = (Path(cfg.output_dir) / "latest").exists()
-    return train(cfg, resume=resume)
+    out_dir = Path(cfg.output_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    final = out_dir / "final"
+    with open(out_dir.parent / f".{out_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (final / "config.json").exists() and (out_dir / "train_summary.json").exists():
+            return final
+        return train(cfg, resume=(out_dir / "latest").exists())
+
+
+def train_all(settings: DemoSettings, out: str | os.PathLike) -> list[Path]:
+    """Only the training runs of `run_demo` (for a second process; see train_run)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    root = resolve_data_root(settings)
+    settings = replace(settings, data_dir=str(root))
+    _check_settings(out, settings)
+    corpus = prepare_corpus(out, settings, root)
+    return [
+        train_run(train_config(settings, out / "train" / f"seed{seed}", seed, corpus, root))
+        for seed in settings.seeds
+    ]
 
 
 # ----------------------------------------------------------------------------- 3b. evaluation
@@ -952,6 +975,12 @@ def add_parsers(subparsers: Any) -> None:
         help="compare the training recipes for STEPS steps on dev data only (FLORES dev, XCOPA val)",
     )
     mode.add_argument(
+        "--train-only",
+        action="store_true",
+        help="only train the seeds (run next to a main `langbridge demo` on the same --output to overlap "
+        "training with evaluation)",
+    )
+    mode.add_argument(
         "--report-only", action="store_true", help="rebuild results.md/json from the scores in --output"
     )
     p.add_argument(
@@ -1009,6 +1038,9 @@ def run_cli(args: argparse.Namespace) -> int:
     elif args.ablations:
         rows = run_ablations(settings, out, Path(args.figures) if args.figures else None)
         print(json.dumps(rows["figures"], indent=2))
+    elif args.train_only:
+        for final in train_all(settings, out):
+            print(f"trained: {final}")
     elif args.report_only:
         if list((out / "scores").glob("langbridge_seed*.json")):
             print(report_markdown(rebuild_report(settings, out)))

@@ -7,6 +7,7 @@ replaced by the block NAME rendered here (headline, main, pilot, timing, pca, ab
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -191,5 +192,15 @@ def update_results_md(
     text = path.read_text(encoding="utf-8")
     blocks = render_blocks(demo_dir, pilot_dir)
     present = [m.group("name") for m in MARKER.finditer(text)]
+    # The PCA plot of the analysis command goes next to the ablation figures, where RESULTS.md links it.
+    pca_png = Path(demo_dir) / "pca" / "pca.png"
+    if pca_png.exists():
+        import shutil
+
+        target = path.parent / "docs" / "figures" / "demo_pca.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(pca_png, tmp)
+        os.replace(tmp, target)
     atomic_write_text(path, fill_markers(text, blocks))
     return [name for name in present if name in blocks]
