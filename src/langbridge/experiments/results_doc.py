@@ -152,6 +152,40 @@ def ablations_block(demo_dir: Path) -> str:
     return "\n".join(lines) + f"\n\nAblation wall time: {wall / 60:.0f} min (on top of the main run).\n"
 
 
+# LayAlign's reproduction of LangBridge with MetaMath-7B on MGSM (accuracy %): LM alone -> LangBridge.
+PAPER_MGSM = {"LRL": (5.9, 45.5), "HRL": (51.6, 52.3), "English": (68.4, 63.2)}
+
+
+def _verdict(row: dict[str, Any], lower_is_better: bool) -> str:
+    """Direction of a LangBridge - LM-alone delta from its CI, in words."""
+    if row["ci_low"] <= 0 <= row["ci_high"]:
+        return "no detectable difference"
+    better = (row["delta"] < 0) if lower_is_better else (row["delta"] > 0)
+    return "LangBridge better" if better else "LangBridge worse"
+
+
+def comparison(results: dict[str, Any]) -> str:
+    """The paper's direction and size next to ours, group by group (verdicts computed from the CIs)."""
+    lines = [
+        "| group | paper: MetaMath-7B MGSM acc % (LM alone → LangBridge, Δ) | ours: FLORES nats/token Δ [95% CI] "
+        "| ours: XCOPA acc % Δ [95% CI] |",
+        "|---|---|---|---|",
+    ]
+    fl = results["tasks"].get("flores", {})
+    xc = results["tasks"].get("xcopa", {})
+    for group, (before, after) in PAPER_MGSM.items():
+        if group == "English":
+            f_row = fl.get("languages", {}).get("eng", {}).get("delta_vs_lm")
+            x_row = None  # XCOPA has no English split
+        else:
+            f_row = fl.get("groups", {}).get(group)
+            x_row = xc.get("groups", {}).get(group)
+        f_cell = f"{_ci(f_row)}: {_verdict(f_row, True)}" if f_row else "n/a"
+        x_cell = f"{_ci(x_row, 100, 1)}: {_verdict(x_row, False)}" if x_row else "n/a (no English XCOPA)"
+        lines.append(f"| {group} | {before} → {after} ({after - before:+.1f}) | {f_cell} | {x_cell} |")
+    return "\n".join(lines) + "\n"
+
+
 def render_blocks(demo_dir: str | Path, pilot_dir: str | Path | None = None) -> dict[str, str]:
     from .demo import report_markdown
 
@@ -162,6 +196,7 @@ def render_blocks(demo_dir: str | Path, pilot_dir: str | Path | None = None) -> 
         blocks["headline"] = headline(results)
         blocks["main"] = report_markdown(results)
         blocks["timing"] = timing(results, demo_dir)
+        blocks["comparison"] = comparison(results)
     blocks["pca"] = pca_block(demo_dir)
     blocks["ablations"] = ablations_block(demo_dir)
     if pilot_dir is not None:
