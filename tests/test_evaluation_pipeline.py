@@ -148,10 +148,13 @@ def test_mgsm_end_to_end_instruct(tmp_path: Path, data_dir: Path) -> None:
     assert entry["scores"] == pytest.approx({"en": 2 / 3, "sw": 1 / 2})
     assert entry["summary"] == pytest.approx({"AVG": (2 / 3 + 1 / 2) / 2, "HRL": 2 / 3, "LRL": 1 / 2})
     assert entry["n"] == {"en": 3, "sw": 2}
-    # Instruct style: zero-shot question in the chat template, no stop strings, no exemplars.
+    # Instruct style: zero-shot "Question: ..." in the native question word inside the chat template, stopping
+    # at the next question word; no exemplars.
     req = backend.generated[0]
     assert req.full_prompt.startswith("<user>") and req.full_prompt.endswith("<assistant>")
-    assert req.encoder_text in golds and req.stop == ()
+    word = "Question:" if req.encoder_text.startswith("Question:") else "Swali:"
+    assert req.encoder_text.removeprefix(word + " ") in golds and req.stop == (word,)
+    assert {r.encoder_text.split(":")[0] for r in backend.generated} == {"Question", "Swali"}
     # Outputs on disk.
     rows = [json.loads(line) for line in (out / "predictions" / "mgsm.jsonl").read_text().splitlines()]
     assert len(rows) == 5
@@ -179,7 +182,9 @@ def test_resume_skips_finished_examples(tmp_path: Path, data_dir: Path) -> None:
         f.write('{"key": "test/en/00')
     second = FakeBackend(answer=oracle(golds, set(golds)))
     results = evaluate(second, "mgsm", languages="en", data_dir=data_dir, output_dir=out, progress=False)
-    assert [r.encoder_text for r in second.generated] == [MGSM_ROWS["en"][2][0]]  # only the new example
+    assert [r.encoder_text for r in second.generated] == [
+        "Question: " + MGSM_ROWS["en"][2][0]
+    ]  # only the new one
     assert results["tasks"]["mgsm"]["scores"]["en"] == 1.0
     assert len(read_predictions(out / "predictions" / "mgsm.jsonl")) == 3
     third = FakeBackend(answer=oracle(golds, set()))
@@ -281,7 +286,9 @@ def test_bbh_bn_local_csv(tmp_path: Path) -> None:
     folder = tmp_path / "bbh_bn"
     folder.mkdir()
     for name in BBH_BN_TASKS:
-        with open(folder / f"{name}-en-bn.csv", "w", encoding="utf-8", newline="") as f:
+        # The original folder names this one file without the -en-bn suffix.
+        file_name = "date_understanding.csv" if name == "date_understanding" else f"{name}-en-bn.csv"
+        with open(folder / file_name, "w", encoding="utf-8", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=BBH_BN_COLUMNS)
             writer.writeheader()
             writer.writerow(
@@ -303,6 +310,13 @@ def test_bbh_bn_local_csv(tmp_path: Path) -> None:
     assert entry["scores"] == pytest.approx({"en": 0.5, "bn": 0.5})
     assert entry["summary"]["LRL"] == pytest.approx(0.5) and entry["low_resource"] == ["bn"]
     assert "প্রশ্ন" in next(r.encoder_text for r in backend.generated if "প্রশ্ন" in r.encoder_text)
+    assert all(r.encoder_text.endswith("\nStep-by-step answer:") for r in backend.generated)
+    base = FakeBackend(answer=lambda r: "B. maybe", instruct=False)
+    results = evaluate(
+        base, "bbh-bn", languages="bn", task_dirs={"bbh_bn": folder}, data_dir=tmp_path, progress=False
+    )
+    assert all(r.encoder_text.endswith("\nAnswer:") for r in base.generated)
+    assert results["tasks"]["bbh-bn"]["scores"] == {"bn": 1.0}
 
 
 def test_bbh_with_shared_data(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import pytest
 from langbridge.evaluation.scoring import (
     bbh_exact_match,
     extract_bbh_answer,
+    extract_bbh_bn_answer,
     extract_last_number,
     format_number,
     normalize_digits,
@@ -105,6 +106,22 @@ def test_truncate_at_stop_takes_earliest() -> None:
 )
 def test_extract_bbh_answer(output: str, gold: str, extracted: str) -> None:
     assert extract_bbh_answer(output, gold) == extracted
+
+
+@pytest.mark.parametrize(
+    ("output", "gold", "extracted"),
+    [
+        ("(A) looks wrong, (C) fits.\n###Final answer: (C)", "(A)", "C"),
+        ("Option B. is the closest.\n###Final answer: B.", "(B)", "B"),  # "X." without parentheses
+        ("I think D", "(B)", "D"),  # last capital letter ("I" comes first)
+        ("Yes at first. No, on reflection.", "No", "No"),
+        ("the answer is yes", "Yes", "yes"),  # lower case only when no capitalized Yes/No (then no match)
+        ("The argument is invalid.", "valid", "invalid"),
+        ("nothing here", "(A)", ""),
+    ],
+)
+def test_extract_bbh_bn_answer(output: str, gold: str, extracted: str) -> None:
+    assert extract_bbh_bn_answer(output, gold) == extracted
 
 
 def test_bbh_exact_match_strips_parentheses_and_period() -> None:

@@ -17,7 +17,13 @@ from .requests import (
     make_generation,
 )
 from .runner import evaluate, read_predictions
-from .scoring import bbh_exact_match, extract_bbh_answer, extract_last_number, numbers_equal
+from .scoring import (
+    bbh_exact_match,
+    extract_bbh_answer,
+    extract_bbh_bn_answer,
+    extract_last_number,
+    numbers_equal,
+)
 
 __all__ = [
     "INSTRUCTION_TEMPLATES",
@@ -37,6 +43,7 @@ __all__ = [
     "compare",
     "evaluate",
     "extract_bbh_answer",
+    "extract_bbh_bn_answer",
     "extract_last_number",
     "get_task",
     "load_backend",

@@ -18,6 +18,7 @@ __all__ = [
     "numbers_equal",
     "truncate_at_stop",
     "extract_bbh_answer",
+    "extract_bbh_bn_answer",
     "bbh_exact_match",
     "summarize_languages",
 ]
@@ -210,6 +211,29 @@ def extract_bbh_answer(output: str, gold: str | None = None) -> str:
         found = re.findall(pattern, output)
         if found:
             return found[-1].strip().strip("().")
+    return ""
+
+
+# BBH-BN (LangBridge's evaluation): the patterns are tried in order on the whole output and the last match of
+# the first one that matches is the answer; gold answers choose the list.
+_BBH_BN_PATTERNS = {
+    "choice": [r"\([A-Z]\)", r"[A-Z]\.", r"[A-Z]"],
+    "yesno": [r"Yes|No", r"yes|no"],
+    "validity": [r"valid|invalid|Valid|Invalid"],
+}
+
+
+def extract_bbh_bn_answer(output: str, gold: str) -> str:
+    """BBH-BN answer extraction as in the paper's evaluation: the last "(X)" in the output, else the last "X.",
+    else the last capital letter (multiple choice); the last Yes/No (then yes/no); the last valid/invalid.
+    Parentheses are stripped, and so is the period of "X." (the original compares "B." with "B", never equal).
+    Empty string when nothing matches."""
+    kind = _answer_kind(gold)
+    for pattern in _BBH_BN_PATTERNS.get(kind or "choice", _BBH_BN_PATTERNS["choice"]):
+        found = re.findall(pattern, output)
+        if found:
+            answer = found[-1].strip("()")
+            return answer[:-1] if kind == "choice" and answer.endswith(".") else answer
     return ""
 
 

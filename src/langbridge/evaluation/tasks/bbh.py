@@ -10,8 +10,10 @@ columns
     input_en, options_en   the question and its answer options ("(A) ...\n(B) ...") in English
     input_bn, options_bn   the same in Bengali
     target_en              the gold answer as in BBH: "(A)", "Yes"/"No", "valid"/"invalid", ...
-Prompting follows the paper's BBH-BN evaluation: zero-shot, an instruction to pick an option, the question
-and options, then "Step-by-step answer:"; the answer is the last option letter / Yes-No / valid-invalid.
+(`date_understanding.csv`, the name in the original folder, is accepted too.) Prompting follows the paper's
+BBH-BN evaluation: zero-shot, an instruction to pick an option, the question and options, then "Step-by-step
+answer:" (instruction-tuned LMs, in their instruction format) or "Answer:" (base LMs); the answer is the last
+option letter / Yes-No / valid-invalid in the output (`scoring.extract_bbh_bn_answer`), exact match.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import json
 from ..data import DataNotFoundError, DataSource
 from ..registry import BuildOptions, Example, Task, register_task
 from ..requests import GenerationRequest, PromptStyle, make_generation
-from ..scoring import bbh_exact_match, extract_bbh_answer
+from ..scoring import bbh_exact_match, extract_bbh_answer, extract_bbh_bn_answer
 
 BBH_TASKS = (
     "boolean_expressions",
@@ -186,7 +188,8 @@ def load_bbh_bn(source: DataSource, language: str, split: str) -> list[Example]:
 def build_bbh_bn(
     example: Example, style: PromptStyle, options: BuildOptions, shots: list | None
 ) -> GenerationRequest:
-    user = f"{BN_INSTRUCTION}{example.input['question']}\n{example.input['options']}\nStep-by-step answer:"
+    cue = "Step-by-step answer:" if style.instruct else "Answer:"
+    user = f"{BN_INSTRUCTION}{example.input['question']}\n{example.input['options']}\n{cue}"
     return make_generation(
         style, user, max_new_tokens=options.max_new_tokens or MAX_NEW_TOKENS, **options.sampling()
     )
@@ -194,6 +197,10 @@ def build_bbh_bn(
 
 def extract_bbh(output: str, example: Example) -> str:
     return extract_bbh_answer(output, example.gold)
+
+
+def extract_bbh_bn(output: str, example: Example) -> str:
+    return extract_bbh_bn_answer(output, example.gold)
 
 
 def score_bbh(extracted: str, example: Example) -> bool:
@@ -228,7 +235,7 @@ def bbh_bn() -> Task:
         low_resource=frozenset({"bn"}),
         load=load_bbh_bn,
         build=build_bbh_bn,
-        extract=extract_bbh,
+        extract=extract_bbh_bn,
         score=score_bbh,
         subtask=lambda ex: ex.meta["subtask"],
         description="BBH-BN: 14 BBH tasks in English and Bengali, zero-shot CoT; macro average over tasks.",

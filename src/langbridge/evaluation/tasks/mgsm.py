@@ -1,7 +1,9 @@
 """MGSM (Shi et al. 2022) and MSVAMP (Chen et al. 2023): grade-school math, accuracy of the last number.
 
-Protocol (LangBridge paper): instruction-tuned LMs answer zero-shot in their instruction format; base LMs
-get 8 native-language chain-of-thought exemplars ("Question: ... / Step-by-Step Answer: ...", translated).
+Protocol (LangBridge paper): instruction-tuned LMs answer zero-shot in their instruction format ("Question: ..."
+with the question word in the question's language, generation stops at the next question word); base LMs get 8
+native-language chain-of-thought exemplars ("Question: ... / Step-by-Step Answer: ...", translated) and continue
+after the native "Step-by-Step Answer:". The answer is the last number of the output, normalized.
 """
 
 from __future__ import annotations
@@ -31,6 +33,21 @@ MSVAMP_FILE_NAMES = {
     "sw": "Swahili",
     "th": "Thai",
     "zh": "Chinese",
+}
+# The question word of each language, as MGSM's exemplars write it. Zero-shot prompts start with it (as the
+# paper's evaluation does) and generation stops when the model starts a new question with it.
+QUESTION_WORDS = {
+    "bn": "প্রশ্ন:",
+    "de": "Frage:",
+    "en": "Question:",
+    "es": "Pregunta:",
+    "fr": "Question :",
+    "ja": "問題：",
+    "ru": "Задача:",
+    "sw": "Swali:",
+    "te": "ప్రశ్న:",
+    "th": "โจทย์:",
+    "zh": "问题：",
 }
 MGSM_HUB = "juletxara/mgsm"
 MSVAMP_HUB = "Mathoctopus/MSVAMP"
@@ -133,7 +150,11 @@ def build_math(
     question = example.input["question"]
     max_new = options.max_new_tokens or MAX_NEW_TOKENS
     if style.instruct:
-        return make_generation(style, question, max_new_tokens=max_new, **options.sampling())
+        word = QUESTION_WORDS[example.language]
+        sep = " " if word.endswith(":") else ""
+        return make_generation(
+            style, f"{word}{sep}{question}", stop=(word,), max_new_tokens=max_new, **options.sampling()
+        )
     if not shots:
         raise ValueError(
             "Base-LM (few-shot) MGSM/MSVAMP prompts need the native exemplars (mgsm_exemplars.json)."
