@@ -218,3 +218,22 @@ def test_results_md_blocks_are_replaced_and_others_kept() -> None:
     assert "| new | table |\n<!-- /demo:main -->" in filled and "old table" not in filled
     assert "<!-- demo:pca -->\nkeep\n" in filled and filled.startswith("intro\n") and "middle" in filled
     assert fill_markers(filled, {"main": "| new | table |"}) == filled  # idempotent
+
+
+def test_comparison_verdicts_follow_the_ci() -> None:
+    from langbridge.experiments.results_doc import _verdict
+
+    assert (
+        _verdict({"delta": -0.2, "ci_low": -0.3, "ci_high": -0.1}, lower_is_better=True)
+        == "LangBridge better"
+    )
+    assert (
+        _verdict({"delta": 0.05, "ci_low": 0.01, "ci_high": 0.09}, lower_is_better=False)
+        == "LangBridge better"
+    )
+    assert (
+        _verdict({"delta": 0.05, "ci_low": 0.01, "ci_high": 0.09}, lower_is_better=True) == "LangBridge worse"
+    )
+    assert _verdict({"delta": 0.01, "ci_low": -0.02, "ci_high": 0.04}, lower_is_better=True) == (
+        "no detectable difference"
+    )
