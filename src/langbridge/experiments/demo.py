@@ -544,6 +544,9 @@ def build_report(
     for lang in langs:
         lb_nll, tokens = _flores_arrays(seeds, lang)
         lm_nll = baseline["flores"]["languages"][lang]["nll"]
+        if tokens != baseline["flores"]["languages"][lang]["tokens"] or tokens != no_ctx["tokens"]:
+            # Pairing needs identical target ids in every condition (same tokenizer, no truncation).
+            raise ValueError(f"FLORES {lang}: LangBridge and the LM alone scored different target tokens")
         per_lang_arrays[lang] = (lb_nll, lm_nll, tokens)
         fl["languages"][lang] = {
             "low_resource": lang in FLORES_LOW_RESOURCE,
