@@ -112,7 +112,8 @@ def pilot_block(pilot_dir: Path) -> str:
     if pilot is None:
         return "(the pilot has not run yet)\n"
     s = pilot["settings"]
-    wall = sum(t["wall_s"] for t in pilot["timing_s"].values() if isinstance(t, dict))
+    # timing entries are {"wall_s", "cpu_s"} (older runs: plain wall seconds)
+    wall = sum(t["wall_s"] if isinstance(t, dict) else t for t in pilot["timing_s"].values())
     return (
         f"{s['steps']} steps x batch {s['batch_size']} per recipe, seed {s['seeds'][0]}; FLORES dev articles "
         f"({', '.join(s['flores_languages'])}; {s['flores_pairs']} pairs), XCOPA validation "
