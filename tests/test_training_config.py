@@ -246,3 +246,15 @@ def test_cli_reports_config_errors_in_one_line_and_prints_the_config(tmp_path, c
         load_config(tmp_path / "c.yaml").to_dict()
         == load_config(CONFIGS / "default.yaml", ["max_steps=3"]).to_dict()
     )
+
+
+def test_docs_reference_every_config_key():
+    """docs/training.md's config reference stays complete when keys are added."""
+    import dataclasses
+
+    from langbridge.training.config import DataSource
+
+    docs = (REPO / "docs" / "training.md").read_text(encoding="utf-8")
+    missing = [key for key in allowed_keys() if f"| `{key}` |" not in docs]
+    missing += [f.name for f in dataclasses.fields(DataSource) if f"| `{f.name}` |" not in docs]
+    assert not missing, f"document these keys in docs/training.md: {missing}"

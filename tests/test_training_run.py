@@ -111,8 +111,8 @@ def test_labeled_run_saves_a_loadable_adapter_that_learned(tiny_dirs, tmp_path):
         assert all(r[key] is not None for r in train_log), key
     assert train_log[0]["lr"] == pytest.approx(5e-3)  # constant schedule
     evals = eval_rows(out)
-    assert [s for s, _ in evals] == [4, 8, 12]
-    assert evals[-1][1] < evals[0][1]  # the held-out loss goes down
+    assert [s for s, _ in evals] == [0, 4, 8, 12]  # step 0: the untrained bridge, the baseline
+    assert evals[-1][1] < evals[1][1] < evals[0][1]  # the held-out loss goes down
 
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["steps"] == 12 and summary["final_eval_loss"] == pytest.approx(evals[-1][1])
@@ -191,13 +191,26 @@ def test_unlabeled_mode_trains_encoder_and_bridge_with_warmup_cosine(tiny_dirs, 
         assert torch.equal(loaded.state_dict()[k], saved[k])
 
 
+def test_trackers_are_used_when_installed_and_skipped_with_a_warning_otherwise(tiny_dirs, tmp_path, caplog):
+    from accelerate.utils import is_tensorboard_available
+
+    cfg = base_config(tiny_dirs, tmp_path, max_steps=2, eval_interval=0, report_to=["tensorboard"])
+    with caplog.at_level("WARNING", logger="langbridge.training"):
+        train(config_from_dict(cfg))
+    assert [s for s, _ in train_rows(tmp_path / "run")] == [1, 2]  # metrics.jsonl is always written
+    if is_tensorboard_available():
+        assert list((tmp_path / "run").rglob("events.out.tfevents.*"))
+    else:
+        assert "report_to: tensorboard is not installed" in caplog.text
+
+
 def test_streaming_run(tiny_dirs, tmp_path):
     cfg = base_config(tiny_dirs, tmp_path, max_steps=5, eval_interval=5)
     cfg["data"].update(streaming=True, shuffle_buffer=8, mega_batch_mult=2, eval_size=4)
     final = train(config_from_dict(cfg))
     assert (final / "adapter_model.safetensors").is_file()
     assert [s for s, _ in train_rows(tmp_path / "run")] == [1, 2, 3, 4, 5]
-    assert len(eval_rows(tmp_path / "run")) == 1
+    assert [s for s, _ in eval_rows(tmp_path / "run")] == [0, 5]
 
 
 def test_gradient_checkpointing_recomputes_frozen_layers_with_the_same_gradients(tiny_langbridge, tmp_path):
@@ -306,7 +319,7 @@ def test_resume_after_sigkill_repeats_the_uninterrupted_loss_curve(tiny_dirs, tm
     for (_, a), (_, b) in zip(ref, got, strict=True):
         assert a == pytest.approx(b, rel=1e-6, abs=1e-7)
     ref_eval, got_eval = eval_rows(tmp_path / "ref"), eval_rows(killed_dir)
-    assert [s for s, _ in got_eval] == [4, 8, 12]
+    assert [s for s, _ in got_eval] == [0, 4, 8, 12]
     for (_, a), (_, b) in zip(ref_eval, got_eval, strict=True):
         assert a == pytest.approx(b, rel=1e-6, abs=1e-7)
     a, b = (

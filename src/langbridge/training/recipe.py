@@ -671,6 +671,13 @@ def _train(cfg: TrainConfig, resume: bool) -> Path:
     start_step, start_elapsed = pos.step, pos.elapsed
     last_eval = float("nan")
     grad_norm = None
+    if data.eval_examples and cfg.eval_interval and pos.step == 0:
+        # The untrained bridge's held-out loss: the baseline the later evaluations are compared with.
+        last_eval = held_out_loss(model, accelerator, data.eval_examples, collator, eval_bs)
+        metrics.write({"split": "eval", "step": 0, "eval_loss": last_eval})
+        if main:
+            bar.write(f"step 0: held-out loss {last_eval:.4f}")
+        window_start, window_cpu = time.perf_counter(), time.process_time()
     while pos.step < total_steps:
         step_loss = torch.zeros((), dtype=torch.float64, device=accelerator.device)
         for _ in range(grad_accum):
