@@ -53,16 +53,20 @@ def measure_matmul_peak(
     out = torch.empty(size, size, device=device, dtype=dtype)
     torch.matmul(a, b, out=out)  # warm up (allocator, BLAS threads, cuBLAS heuristics)
     sync(device)
-    rates = []
+    rates, cpu_rates = [], []
     start = time.perf_counter()
     while time.perf_counter() - start < seconds or len(rates) < 3:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         torch.matmul(a, b, out=out)
         sync(device)
         rates.append(2 * size**3 / (time.perf_counter() - t0))
+        cpu_rates.append(2 * size**3 / max(time.process_time() - c0, 1e-9))
     return {
         "peak_flops": max(rates),
         "median_flops": statistics.median(rates),
+        # FLOPs per second of this process's CPU time: with other jobs on the machine, comparing work per CPU
+        # second (training vs matmul) is robust to time slicing, which wall-clock MFU is not.
+        "peak_flops_per_cpu_s": max(cpu_rates),
         "size": size,
         "dtype": str(dtype).removeprefix("torch."),
         "repetitions": len(rates),
@@ -130,12 +134,13 @@ class PeakMemory:
         return out
 
 
-def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
+def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float, float]:
+    """(result, wall seconds, CPU seconds of this process)."""
     sync(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = fn()
     sync(device)
-    return result, time.perf_counter() - t0
+    return result, time.perf_counter() - t0, time.process_time() - c0
 
 
 # ----------------------------------------------------------------------------------------------------------------

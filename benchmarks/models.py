@@ -2,6 +2,7 @@
 --random-weights) the same architectures built from their configs with random weights.
 
 tiny      2-layer random BERT encoder + 2-layer random Llama, synthetic byte-BPE tokenizers
+tiny-mt5  2-layer random mT5 encoder + 2-layer random Llama: the paper pair's code path at toy size
 default   e5-small (multilingual-e5-small, BERT) + smollm2-135m-instruct (Llama), the embedded default pair
 llama-1b  e5-small-class encoder + a 1B-class Llama (hidden 2048, 16 layers, GQA 32/8), random weights
 paper     mT5-XL encoder + a 7B Llama (configs/model_configs), random weights: the paper's 9B scale
@@ -44,6 +45,20 @@ TINY_ENCODER = {
     "max_position_embeddings": 512,
     "pad_token_id": 0,
 }
+TINY_MT5 = {
+    "model_type": "mt5",
+    "d_model": 64,
+    "d_ff": 128,
+    "d_kv": 16,
+    "num_heads": 4,
+    "num_layers": 2,
+    "vocab_size": 250112,
+    "feed_forward_proj": "gated-gelu",
+    "pad_token_id": 0,
+    "eos_token_id": 1,
+    "decoder_start_token_id": 0,
+    "tie_word_embeddings": False,
+}
 TINY_LM = {
     "model_type": "llama",
     "hidden_size": 64,
@@ -69,6 +84,9 @@ class PairSpec:
 
 SPECS: dict[str, PairSpec] = {
     "tiny": PairSpec("tiny", TINY_ENCODER, TINY_LM, synthetic_vocab=1000),
+    # The paper pair's code path (mT5 encoder, XLM-R or synthetic encoder tokenizer, synthetic LM tokenizer) at
+    # tiny size, for testing benchmarks/gpu_check.sh on a CPU.
+    "tiny-mt5": PairSpec("tiny-mt5", TINY_MT5, TINY_LM, encoder_alias="e5-small", synthetic_vocab=1000),
     "default": PairSpec(
         "default",
         CONFIG_DIR / "e5-small.json",
@@ -238,7 +256,9 @@ def build_pair(
     else:
         sources.append(f"lm: {Path(lm_tok.name_or_path).name}")
     if name == "tiny":
-        enc_config.vocab_size, lm_config.vocab_size = len(enc_tok), len(lm_tok)
+        enc_config.vocab_size = len(enc_tok)
+    if name in ("tiny", "tiny-mt5"):
+        lm_config.vocab_size = len(lm_tok)
     for config in (enc_config, lm_config):
         config._attn_implementation = "sdpa"
 

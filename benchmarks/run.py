@@ -61,6 +61,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-max-new-tokens", type=int, default=None)
     p.add_argument("--eval-batch", type=int, default=None)
     p.add_argument("--train-override", action="append", default=[], help="key=value for the training config")
+    p.add_argument(
+        "--full-logits",
+        action="store_true",
+        help="LM head on every position in training (what `langbridge train` does today) instead of targets only",
+    )
     args = p.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in SPECS]
@@ -97,6 +102,7 @@ def options_for(args: argparse.Namespace, model: str) -> Options:
         scaling_batches=(1, 2, 4) if quick else (1, 2, 4, 8),
         scaling_lengths=(128, 256) if quick else (128, 256, 512),
         train_overrides=list(args.train_override),
+        logits="all" if args.full_logits else "targets",
     )
     if big and args.device == "cuda":
         opts.gen_tokens = 32 if quick else 64
@@ -381,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     started = time.perf_counter()
     for name in args.models:
-        phases = args.phases or (["train"] if name == "paper" else list(DEFAULT_PHASES))
+        phases = args.phases or (["train"] if name in ("paper", "tiny-mt5") else list(DEFAULT_PHASES))
         results["models"][name] = run_model(name, args, data_dir, phases)
         results["elapsed_s"] = time.perf_counter() - started
         if args.output:

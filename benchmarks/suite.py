@@ -23,7 +23,7 @@ from langbridge.evaluation.runner import read_predictions
 from langbridge.training.data import Collator, EpochBatchSampler, build_data
 from langbridge.training.recipe import BatchIterator, set_train_mode
 
-from .common import PeakMemory, autocast, measure_matmul_peak, sync
+from .common import PeakMemory, autocast, measure_matmul_peak, sync, timed
 from .flops import batch_lengths, train_shape, training_flops
 from .reference import OfficialReference, ReferenceBackend
 
@@ -49,6 +49,9 @@ class Options:
     scaling_batches: tuple[int, ...] = (1, 2, 4, 8)
     scaling_lengths: tuple[int, ...] = (128, 256, 512)
     train_overrides: list[str] = field(default_factory=list)
+    # "targets": the LM head and loss only where targets are (LangBridgeModel's training fast path); "all": every
+    # position, as `langbridge train` does unless it passes logits_to_keep="targets".
+    logits: str = "targets"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -60,13 +63,13 @@ def _train_loop(
     dev = opts.device
     totals = {"data_s": 0.0, "forward_s": 0.0, "backward_s": 0.0, "optimizer_s": 0.0}
     tokens = targets = enc_tokens = examples = 0
-    flops = 0.0
+    flops = cpu_seconds = 0.0
     padded = 0
     per_step = []
     with PeakMemory(dev) as mem:
         for i in range(opts.warmup_steps + opts.train_steps):
             sync(dev)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             batch = next(batches)
             t1 = time.perf_counter()
             enc, lm, tg = lengths_fn(batch)
@@ -82,9 +85,10 @@ def _train_loop(
             opt.step()
             opt.zero_grad(set_to_none=True)
             sync(dev)
-            t4 = time.perf_counter()
+            t4, c4 = time.perf_counter(), time.process_time()
             if i < opts.warmup_steps:
                 continue
+            cpu_seconds += c4 - c0
             totals["data_s"] += t1 - t0
             totals["forward_s"] += t2 - t1
             totals["backward_s"] += t3 - t2
@@ -110,6 +114,7 @@ def _train_loop(
         "padding_fraction": 1 - tokens / padded if padded else 0.0,
         "flops": flops,
         "achieved_flops": flops / seconds,
+        "cpu_seconds": cpu_seconds,
         "breakdown_s": {k: round(v, 3) for k, v in totals.items()},
         "per_step": per_step,
         **mem.as_dict(),
@@ -135,11 +140,21 @@ def train_ours(model: Any, processor: Any, cfg: Any, opts: Options) -> dict[str,
     opt = torch.optim.AdamW(params, lr=cfg.optim.lr_bridge, fused=opts.device.type == "cuda")
     try:
         return _train_loop(
-            lambda b: model(**b).loss, batches, batch_lengths, params, opt, opts, train_shape(model)
+            lambda b: model(**b, **_logits_kwargs(opts)).loss,
+            batches,
+            batch_lengths,
+            params,
+            opt,
+            opts,
+            train_shape(model),
         )
     finally:
         model.zero_grad(set_to_none=True)
         model.eval()
+
+
+def _logits_kwargs(opts: Options) -> dict[str, Any]:
+    return {"logits_to_keep": "targets"} if opts.logits == "targets" else {}
 
 
 def train_reference(model: Any, processor: Any, cfg: Any, opts: Options) -> dict[str, Any]:
@@ -193,7 +208,7 @@ def bare_step(
             sync(opts.device)
             t0 = time.perf_counter()
             with autocast(opts.device, opts.dtype):
-                loss = model(**batch).loss
+                loss = model(**batch, **_logits_kwargs(opts)).loss
             loss.backward()
             sync(opts.device)
             best = min(best, time.perf_counter() - t0)
@@ -232,6 +247,9 @@ def training_phase(pair: Any, ref_model: Any, cfg: Any, opts: Options) -> dict[s
             "achieved_flops": flops / seconds,
             "mfu": flops / seconds / peak,
             "mfu_per_run": [r["achieved_flops"] / p["peak_flops"] for r, p in zip(rs, peaks, strict=True)],
+            "mfu_cpu_time": flops
+            / sum(r["cpu_seconds"] for r in rs)
+            / max(p["peak_flops_per_cpu_s"] for p in peaks),
             "padding_fraction": sum(r["padding_fraction"] for r in rs) / len(rs),
             "mean_example_length": sum(r["mean_example_length"] for r in rs) / len(rs),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
@@ -282,8 +300,13 @@ def generation_phase(pair: Any, ref_model: Any, questions: list[str], opts: Opti
     out: dict[str, Any] = {"new_tokens": n, "ours": {}}
     for b in opts.gen_batches:
         with PeakMemory(dev) as mem:
-            _, seconds = _timed(lambda b=b: run(texts_for(b), n), dev)
-        out["ours"][str(b)] = {"seconds": seconds, "tokens_per_s": b * n / seconds, **mem.as_dict()}
+            _, seconds, cpu = timed(lambda b=b: run(texts_for(b), n), dev)
+        out["ours"][str(b)] = {
+            "seconds": seconds,
+            "cpu_seconds": cpu,
+            "tokens_per_s": b * n / seconds,
+            **mem.as_dict(),
+        }
     first = str(opts.gen_batches[0])
     out["batch_scaling"] = {
         b: out["ours"][b]["tokens_per_s"] / out["ours"][first]["tokens_per_s"] for b in out["ours"]
@@ -294,13 +317,14 @@ def generation_phase(pair: Any, ref_model: Any, questions: list[str], opts: Opti
         k = opts.reference_gen_examples
         ref.generate_one(questions[0], proc.lm_prompt, 2, eos, min_new_tokens=2)  # warm-up
         with PeakMemory(dev) as mem:
-            _, seconds = _timed(
+            _, seconds, cpu = timed(
                 lambda: [ref.generate_one(t, proc.lm_prompt, n, eos, min_new_tokens=n) for t in texts_for(k)],
                 dev,
             )
         out["reference"] = {
             "examples": k,
             "seconds": seconds,
+            "cpu_seconds": cpu,
             "tokens_per_s": k * n / seconds,
             **mem.as_dict(),
         }
@@ -308,14 +332,6 @@ def generation_phase(pair: Any, ref_model: Any, questions: list[str], opts: Opti
             b: r["tokens_per_s"] / out["reference"]["tokens_per_s"] for b, r in out["ours"].items()
         }
     return out
-
-
-def _timed(fn: Any, dev: torch.device) -> tuple[Any, float]:
-    sync(dev)
-    t0 = time.perf_counter()
-    result = fn()
-    sync(dev)
-    return result, time.perf_counter() - t0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -345,7 +361,7 @@ def evaluation_phase(pair: Any, ref_model: Any, data_dir: Path, opts: Options) -
     for name, backend in backends:
         with tempfile.TemporaryDirectory(prefix="langbridge-bench-eval-") as tmp:
             with PeakMemory(opts.device) as mem:
-                result, seconds = _timed(
+                result, seconds, cpu = timed(
                     lambda backend=backend, tmp=tmp: evaluate(
                         backend,
                         "mgsm",
@@ -368,6 +384,7 @@ def evaluation_phase(pair: Any, ref_model: Any, data_dir: Path, opts: Options) -
         )
         out[name] = {
             "seconds": seconds,
+            "cpu_seconds": cpu,
             "questions_per_s": out["questions"] / seconds,
             "output_tokens": new_tokens,
             "accuracy": result["tasks"]["mgsm"]["summary"]["AVG"],
@@ -375,6 +392,7 @@ def evaluation_phase(pair: Any, ref_model: Any, data_dir: Path, opts: Options) -
         }
     if opts.reference:
         out["speedup_vs_reference"] = out["reference"]["seconds"] / out["ours"]["seconds"]
+        out["speedup_vs_reference_cpu_time"] = out["reference"]["cpu_seconds"] / out["ours"]["cpu_seconds"]
         same = sum(predictions["ours"][k] == predictions["reference"].get(k) for k in predictions["ours"])
         out["identical_outputs"] = same / len(predictions["ours"])
     return out
@@ -426,7 +444,7 @@ def scaling_phase(pair: Any, opts: Options, reps: int = 2) -> dict[str, Any]:
             sync(dev)
             t0 = time.perf_counter()
             with autocast(dev, opts.dtype):
-                loss = model(**batch).loss
+                loss = model(**batch, **_logits_kwargs(opts)).loss
             loss.backward()
             sync(dev)
             best = min(best, time.perf_counter() - t0)
