@@ -489,6 +489,11 @@ def load_backend(
             raise FileNotFoundError(f"Could not load a causal LM from {spec!r}: {err}") from err
         return CausalLMBackend(lm, tokenizer, batch_size=batch_size, name=label, device=device)
     if not _is_langbridge_checkpoint(source):
+        if not Path(source).exists():
+            raise FileNotFoundError(
+                f"{spec}: no such directory, and no LangBridge checkpoint by that name on the hub (or the hub is "
+                "unreachable). Pass a saved LangBridge checkpoint directory, or --lm-only for a plain causal LM."
+            )
         raise ValueError(
             f"{spec} is not a LangBridge checkpoint (no config.json with model_type 'langbridge'). Pass --lm-only to "
             "evaluate it as a plain causal LM (the LM-alone baseline), or point at a trained LangBridge directory."

@@ -28,7 +28,7 @@ import torch
 
 from ..utils import atomic_write_text
 from .backends import EvalModel, load_backend
-from .data import DataSource
+from .data import DataNotFoundError, DataSource
 from .registry import BuildOptions, Example, Task, get_task
 from .report import results_markdown
 from .requests import GenerationRequest, LoglikelihoodRequest
@@ -183,6 +183,19 @@ def evaluate(
     if not task_list:
         raise ValueError("No tasks given; pass e.g. tasks='mgsm,xcopa'.")
     lang_choice = _select_languages(task_list, _as_list(languages))
+    source = DataSource.create(data_dir, task_dirs, allow_hub=allow_hub)
+    # Read every benchmark file before loading the model: a missing file is reported in seconds.
+    loaded: dict[tuple[str, str, str], list[Example]] = {}
+    for task in task_list:
+        task_split = split or task.splits[0]
+        if task_split not in task.splits:
+            raise ValueError(f"Task {task.name} has splits {task.splits}, not {task_split!r}.")
+        for lang in lang_choice[task.name]:
+            try:
+                examples = task.load(source, lang, task_split)
+            except DataNotFoundError as err:
+                raise DataNotFoundError(f"{err}\n{task.name} expects: {task.data_help}.") from err
+            loaded[(task.name, lang, task_split)] = _limit(task, examples, limit) if limit else examples
     if isinstance(model, str | os.PathLike):
         backend = load_backend(
             model, lm_only=lm_only, batch_size=batch_size, device=device, dtype=dtype, name=model_name
@@ -192,7 +205,6 @@ def evaluate(
         if model_name:
             backend.name = model_name
     style = backend.prompt_style(prompt_style, instruction_template)
-    source = DataSource.create(data_dir, task_dirs, allow_hub=allow_hub)
     out_dir = Path(output_dir) if output_dir is not None else None
 
     run_config = {
@@ -236,8 +248,6 @@ def evaluate(
         if not langs:
             continue
         task_split = split or task.splits[0]
-        if task_split not in task.splits:
-            raise ValueError(f"Task {task.name} has splits {task.splits}, not {task_split!r}.")
         sampled = task.kind == "code" and num_samples > 1
         options = BuildOptions(
             num_fewshot=num_fewshot,
@@ -267,17 +277,14 @@ def evaluate(
                 )
             done = {k: r for k, r in done.items() if r.get("config") == config_hash}
 
-        # Load every language first (a missing file fails before any model time is spent), then run all
-        # pending examples of the task together: batches mix languages, sorted by length.
+        # All pending examples of the task run together: batches mix languages, sorted by length.
         started = time.perf_counter()
         units_by_lang: dict[str, list[_Unit]] = {}
         pending: list[_Unit] = []
         copies = num_samples if sampled else 1
         needs_shots = task.fewshot is not None and (not style.instruct or task.fewshot_in_instruct)
         for lang in langs:
-            examples = task.load(source, lang, task_split)
-            if limit is not None:
-                examples = _limit(task, examples, limit)
+            examples = loaded[(task.name, lang, task_split)]
             if not examples:
                 raise ValueError(f"{task.name} ({lang}, {task_split}) has no examples; check the data files.")
             units = [
