@@ -191,6 +191,19 @@ def test_resume_skips_finished_examples(tmp_path: Path, data_dir: Path) -> None:
     evaluate(third, "mgsm", languages="en", data_dir=data_dir, output_dir=out, progress=False)
     assert third.calls == 0  # everything done
 
+    # A row whose prompt differs from what this code builds (older prompt format) is not silently reused.
+    path = out / "predictions" / "mgsm.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[0]["prompt"] = "an older prompt format"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match="different prompt"):
+        evaluate(FakeBackend(), "mgsm", languages="en", data_dir=data_dir, output_dir=out, progress=False)
+    fourth = FakeBackend(answer=oracle(golds, set(golds)))
+    evaluate(
+        fourth, "mgsm", languages="en", data_dir=data_dir, output_dir=out, progress=False, overwrite=True
+    )
+    assert len(fourth.generated) == 1 and rows[0]["input"]["question"] in fourth.generated[0].encoder_text
+
 
 def test_changed_settings_are_not_mixed(tmp_path: Path, data_dir: Path) -> None:
     golds = {q: a for rows in MGSM_ROWS.values() for q, a in rows}
@@ -488,7 +501,7 @@ def test_cli_compare_and_errors(tmp_path: Path, data_dir: Path, capsys) -> None:
 
     args = _parser().parse_args(["eval", str(tmp_path / "no-such-model"), "--tasks", "mgsm"])
     assert args.func(args) == 1
-    assert "not a LangBridge checkpoint" in capsys.readouterr().err
+    assert "no-such-model: no such directory" in capsys.readouterr().err
     args = _parser().parse_args(["eval", "--list-tasks"])
     assert args.func(args) == 0
     assert "humaneval-mt" in capsys.readouterr().out

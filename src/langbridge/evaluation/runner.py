@@ -89,6 +89,10 @@ def _prompt_record(backend: Any, request: Any) -> dict[str, Any]:
     return {"prompt": request.full_prompt}
 
 
+def _prompt_changed(row: Mapping[str, Any], record: Mapping[str, Any]) -> bool:
+    return any(row.get(k) != v for k, v in record.items() if k in ("prompt", "lm_prompt", "choices"))
+
+
 def _language_metrics(task: Task, rows: list[dict], pass_k: Sequence[int]) -> dict[str, Any]:
     if task.kind == "code":
         from .sandbox import pass_at_k
@@ -298,12 +302,19 @@ def evaluate(
                 for s in range(copies)
             ]
             units_by_lang[lang] = units
-            todo = [u for u in units if u.key not in done]
-            if todo:
-                shots = task.fewshot(source, lang) if needs_shots else None
-                for u in todo:
-                    u.request = task.build(u.example, style, options, shots)
-                pending += todo
+            shots = task.fewshot(source, lang) if needs_shots else None
+            for u in units:
+                u.request = task.build(u.example, style, options, shots)
+                row = done.get(u.key)
+                if row is not None and _prompt_changed(row, _prompt_record(backend, u.request)):
+                    # The prompt format changed since that row was written (new code or data): rerun it.
+                    if not overwrite:
+                        raise ValueError(
+                            f"{pred_path}: the saved prediction {u.key} was made from a different prompt than this "
+                            "run builds. Use a different --output directory, or --overwrite to redo such rows."
+                        )
+                    del done[u.key]
+            pending += [u for u in units if u.key not in done]
         ran = len(pending)
         if pending:
             torch.manual_seed(seed)
