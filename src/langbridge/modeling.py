@@ -267,6 +267,8 @@ class LangBridgeModel(LangBridgePreTrainedModel, GenerationMixin):
             labels = labels.masked_fill(slots, -100)
         if isinstance(logits_to_keep, str):
             logits_to_keep, labels = _keep_target_logits(logits_to_keep, labels)
+        if use_cache is None and labels is not None and cache is None:
+            use_cache = False  # a loss computation has no later step to reuse keys and values in
         return self.lm(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
