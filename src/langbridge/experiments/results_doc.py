@@ -187,6 +187,26 @@ def comparison(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def status(demo_dir: Path, pilot_dir: Path | None) -> str:
+    """Which stages of the runs have finished (from the files they leave), so partial tables are labelled."""
+    settings = _read(demo_dir / "settings.json") or {}
+    rows = [("pilot (dev data)", pilot_dir is not None and (pilot_dir / "pilot.json").exists())]
+    rows.append(("LM alone evaluated (test)", (demo_dir / "scores" / "lm_alone.json").exists()))
+    for seed in settings.get("seeds", []):
+        rows.append(
+            (f"seed {seed} trained", (demo_dir / "train" / f"seed{seed}" / "train_summary.json").exists())
+        )
+        rows.append(
+            (f"seed {seed} evaluated", (demo_dir / "scores" / f"langbridge_seed{seed}.json").exists())
+        )
+    rows.append(("representation analysis", (demo_dir / "pca" / "representations.json").exists()))
+    rows.append(("ablations", (demo_dir / "ablations.json").exists()))
+    lines = ["| stage | done |", "|---|---|"] + [
+        f"| {name} | {'yes' if done else 'no'} |" for name, done in rows
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def render_blocks(demo_dir: str | Path, pilot_dir: str | Path | None = None) -> dict[str, str]:
     from .demo import report_markdown
 
@@ -198,6 +218,7 @@ def render_blocks(demo_dir: str | Path, pilot_dir: str | Path | None = None) -> 
         blocks["main"] = report_markdown(results)
         blocks["timing"] = timing(results, demo_dir)
         blocks["comparison"] = comparison(results)
+    blocks["status"] = status(demo_dir, Path(pilot_dir) if pilot_dir is not None else None)
     blocks["pca"] = pca_block(demo_dir)
     blocks["ablations"] = ablations_block(demo_dir)
     if pilot_dir is not None:
