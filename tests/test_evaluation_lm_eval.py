@@ -99,6 +99,7 @@ metric_list:
 """
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch, transformers, datasets and lm-eval
 def test_lm_eval_cli_runs_model_langbridge(tiny_langbridge, tmp_path: Path) -> None:
     """`--model langbridge --model_args pretrained=CKPT` through lm-eval's CLI (our module registers first)."""
     model, processor = tiny_langbridge("bert", "llama")

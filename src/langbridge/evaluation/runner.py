@@ -89,6 +89,18 @@ def _prompt_record(backend: Any, request: Any) -> dict[str, Any]:
     return {"prompt": request.full_prompt}
 
 
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("langbridge", "torch", "transformers"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
 def _prompt_changed(row: Mapping[str, Any], record: Mapping[str, Any]) -> bool:
     return any(row.get(k) != v for k, v in record.items() if k in ("prompt", "lm_prompt", "choices"))
 
@@ -226,6 +238,7 @@ def evaluate(
         "temperature": temperature if num_samples > 1 else None,
         "top_p": top_p if num_samples > 1 else None,
         "data_dir": str(source.root) if source.root else None,
+        "versions": _versions(),
     }
     backend_config = (
         backend.config() if hasattr(backend, "config") else {"name": backend.name, "kind": backend.kind}
