@@ -507,3 +507,42 @@ def test_cli_compare_and_errors(tmp_path: Path, data_dir: Path, capsys) -> None:
     assert "humaneval-mt" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         _parser().parse_args(["eval", "m", "--task-dir", "msvamp"])
+
+
+def test_a_new_task_is_a_small_registered_definition(tmp_path: Path) -> None:
+    from langbridge.evaluation import (
+        Example,
+        Task,
+        available_tasks,
+        extract_last_number,
+        make_generation,
+        numbers_equal,
+        register_task,
+    )
+    from langbridge.evaluation.registry import TASKS
+
+    def my_math() -> Task:
+        return Task(
+            name="test-my-math",
+            kind="generate",
+            languages=("en", "sw"),
+            low_resource={"sw"},
+            load=lambda source, lang, split: [
+                Example(id=str(i), language=lang, input={"q": f"{i}+3?"}, gold=str(i + 3)) for i in range(2)
+            ],
+            build=lambda ex, style, options, shots: make_generation(style, ex.input["q"], max_new_tokens=8),
+            extract=lambda output, ex: extract_last_number(output),
+            score=lambda answer, ex: numbers_equal(answer, ex.gold),
+        )
+
+    register_task(my_math)
+    try:
+        assert "test-my-math" in available_tasks()
+        with pytest.raises(ValueError, match="already registered"):
+            register_task(my_math)  # a second, different definition under the same name
+        backend = FakeBackend(answer=lambda r: "4" if r.encoder_text.startswith("1+") else "0")
+        results = evaluate(backend, "test-my-math", output_dir=tmp_path / "out", progress=False)
+        entry = results["tasks"]["test-my-math"]
+        assert entry["scores"] == {"en": 0.5, "sw": 0.5} and entry["summary"]["LRL"] == 0.5
+    finally:
+        TASKS.pop("test-my-math", None)
