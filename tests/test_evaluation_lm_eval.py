@@ -37,10 +37,14 @@ def _instances(kind: str, args_list: list[tuple]) -> list[Instance]:
     ]
 
 
-def test_registered_by_name_next_to_builtin_models() -> None:
+def test_registered_by_name_next_to_builtin_models(tiny_dirs) -> None:
     assert get_model("langbridge") is LangBridgeLM
     # Importing our module first must not keep lm-eval from registering its own models.
     assert get_model("dummy").__name__ == "DummyLM"
+    with pytest.raises(ValueError, match="pretrained="):
+        LangBridgeLM.create_from_arg_string("", {"batch_size": "4"})
+    with pytest.raises(ValueError, match="--model hf"):
+        LangBridgeLM.create_from_arg_string(f"pretrained={tiny_dirs['llama']}", {"device": "cpu"})
 
 
 def test_loglikelihood_and_generate_match_the_backend(tiny_langbridge) -> None:

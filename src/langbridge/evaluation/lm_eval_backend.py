@@ -98,7 +98,12 @@ class LangBridgeLM(LM):
                 raise ValueError(
                     "LangBridgeLM needs the checkpoint: --model_args pretrained=/path/to/langbridge-checkpoint"
                 )
-            loaded = load_backend(pretrained, batch_size=size, device=device, dtype=dtype)
+            try:
+                loaded = load_backend(pretrained, batch_size=size, device=device, dtype=dtype)
+            except ValueError as err:
+                raise ValueError(
+                    f"{err} With lm-eval, evaluate a plain LM with `--model hf --model_args pretrained=...`."
+                ) from err
             assert isinstance(loaded, LangBridgeBackend)  # load_backend rejects plain LMs without lm_only
             backend = loaded
         self.backend = backend
@@ -145,6 +150,11 @@ class LangBridgeLM(LM):
         fixed = len(tok(proc.lm_prefix + proc.lm_prompt, add_special_tokens=False)["input_ids"])
         # Re-tokenizing a window on its own can add a token or two at its edges: keep a margin.
         size = max(1, int(0.9 * (proc.max_lm_length - fixed)) - 2)
+        if not getattr(tok, "is_fast", False):
+            raise ValueError(
+                "loglikelihood_rolling cuts texts at token boundaries and needs a fast (Rust) LM tokenizer; "
+                f"{type(tok).__name__} is not one."
+            )
         offsets = tok(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
         if not offsets:
             return []
