@@ -546,3 +546,24 @@ def test_a_new_task_is_a_small_registered_definition(tmp_path: Path) -> None:
         assert entry["scores"] == {"en": 0.5, "sw": 0.5} and entry["summary"]["LRL"] == 0.5
     finally:
         TASKS.pop("test-my-math", None)
+
+
+def test_batches_are_sorted_by_the_backends_token_count(tmp_path: Path, data_dir: Path) -> None:
+    """Batches are formed longest-first by what the model reads (tokens), not by characters."""
+
+    class TokenCounting(FakeBackend):
+        def request_length(self, request) -> int:
+            # Pretend Swahili needs many more tokens per character than English.
+            return len(request.full_prompt) * (10 if "Swali" in request.full_prompt else 1)
+
+    golds = {q: a for rows in MGSM_ROWS.values() for q, a in rows}
+    backend = TokenCounting(answer=oracle(golds, set(golds)))
+    evaluate(backend, "mgsm", languages="en,sw", batch_size=2, data_dir=data_dir, progress=False)
+    assert [r.encoder_text.startswith("Swali") for r in backend.generated] == [
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
+    assert backend.calls == 3  # 5 examples in batches of 2, languages mixed

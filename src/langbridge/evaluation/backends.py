@@ -128,6 +128,23 @@ class _Backend:
     def _prompt_length(self, request: GenerationRequest) -> int:
         raise NotImplementedError
 
+    def _count_tokens(self, tokenizer: Any, text: str) -> int:
+        """Token count of `text`, cached: batches are sorted by tokens, since characters per token differ
+        several-fold between scripts (a Telugu question is far longer in tokens than a German one)."""
+        cache = self.__dict__.setdefault("_token_counts", {})
+        if text not in cache:
+            cache[text] = len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
+        return cache[text]
+
+    def request_length(self, request: GenerationRequest | LoglikelihoodRequest) -> int:
+        """Tokens this model reads for `request` (used to sort requests into batches)."""
+        if isinstance(request, LoglikelihoodRequest):
+            return self._loglikelihood_length(request)
+        return self._prompt_length(request)
+
+    def _loglikelihood_length(self, request: LoglikelihoodRequest) -> int:
+        raise NotImplementedError
+
     def _generate_batch(self, requests: list[GenerationRequest], n: int) -> list[str]:
         raise NotImplementedError
 
@@ -279,7 +296,13 @@ class LangBridgeBackend(_Backend):
         return (request.encoder_text, resolve_lm_prompt(request, self.processor.lm_prompt))
 
     def _prompt_length(self, request: GenerationRequest) -> int:
-        return len(request.encoder_text)
+        return self._count_tokens(self.processor.encoder_tokenizer, request.encoder_text)
+
+    def _loglikelihood_length(self, request: LoglikelihoodRequest) -> int:
+        proc = self.processor
+        return self._count_tokens(proc.encoder_tokenizer, request.context) + self._count_tokens(
+            proc.lm_tokenizer, request.continuation
+        )
 
     def _generate_batch(self, requests: list[GenerationRequest], n: int) -> list[str]:
         proc = self.processor
@@ -376,7 +399,10 @@ class CausalLMBackend(_Backend):
         return (request.full_prompt,)
 
     def _prompt_length(self, request: GenerationRequest) -> int:
-        return len(request.full_prompt)
+        return self._count_tokens(self.tokenizer, request.full_prompt)
+
+    def _loglikelihood_length(self, request: LoglikelihoodRequest) -> int:
+        return self._count_tokens(self.tokenizer, request.context + request.continuation)
 
     def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(r) for r in rows)

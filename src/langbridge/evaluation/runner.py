@@ -396,11 +396,14 @@ def _limit(task: Task, examples: list[Example], limit: int) -> list[Example]:
     return kept
 
 
-def _prompt_length(unit: _Unit) -> int:
+def _prompt_length(unit: _Unit, backend: Any) -> int:
+    """Tokens when the backend can count them (scripts differ several-fold in characters per token),
+    else characters."""
     req = unit.request
+    measure = getattr(backend, "request_length", None)
     if isinstance(req, list):
-        return sum(len(r.context) + len(r.continuation) for r in req)
-    return max(len(req.full_prompt), len(req.encoder_text))
+        return sum(measure(r) if measure else len(r.context) + len(r.continuation) for r in req)
+    return measure(req) if measure else max(len(req.full_prompt), len(req.encoder_text))
 
 
 def _run_units(
@@ -418,7 +421,7 @@ def _run_units(
     from tqdm.auto import tqdm
 
     # Longest first keeps padding small within a batch; samples of one problem stay adjacent.
-    pending = sorted(pending, key=lambda u: (-_prompt_length(u), u.example.id, u.sample or 0))
+    pending = sorted(pending, key=lambda u: (-_prompt_length(u, backend), u.example.id, u.sample or 0))
     if task.kind == "loglikelihood":
         n_choices = max(len(u.request) for u in pending)  # type: ignore[arg-type]
         per_batch = max(1, batch_size // n_choices)  # all choices of an example share one forward pass
