@@ -419,18 +419,24 @@ PAPER_SIZES = {
 
 
 def test_dry_run_on_the_paper_configs_needs_no_weights(monkeypatch, capsys):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # builds from configs/model_configs only
-    for name, (billions, trainable_millions) in PAPER_SIZES.items():
-        from langbridge.cli import main
+    from langbridge.cli import main
 
-        assert main(["train", str(REPO / "configs" / "paper" / f"{name}.yaml"), "--dry-run"]) == 0
-        out = capsys.readouterr().out
-        assert "memory estimate per device" in out and "8 GPUs ZeRO-2" in out and "total" in out
-        report = dry_run(load_config(REPO / "configs" / "paper" / f"{name}.yaml"), print_fn=lambda s: None)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # builds from configs/model_configs only
+    assert main(["train", str(REPO / "configs" / "paper" / "metamath-7b.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "memory estimate per device" in out and "8 GPUs ZeRO-2" in out and "total" in out
+    for name, (billions, trainable_millions) in PAPER_SIZES.items():
+        printed = []
+        report = dry_run(load_config(REPO / "configs" / "paper" / f"{name}.yaml"), print_fn=printed.append)
+        assert f"{report['parameters']:,}" in printed[0]
         assert report["parameters"] / 1e9 == pytest.approx(billions, abs=0.01), name
         assert report["trainable"] / 1e6 == pytest.approx(trainable_millions, abs=0.1), name
         assert report["parts"]["lm"]["trainable"] == 0
         assert 10 * 2**30 < report["memory_bytes"]["total"] < 80 * 2**30
+        # ZeRO-2 over 8 GPUs only shards gradients and optimizer states.
+        sharded = report["sharded"]["memory_bytes"]
+        assert sharded["frozen_weights"] == report["memory_bytes"]["frozen_weights"]
+        assert sharded["adamw_states_fp32"] == pytest.approx(report["memory_bytes"]["adamw_states_fp32"] / 8)
 
 
 # ----------------------------------------------------------------------------- the real default pair
@@ -449,6 +455,7 @@ def test_default_config_trains_the_real_pair_for_a_few_steps(tmp_path):
             "data.max_lm_length=48",
             "eval_interval=2",
             "save_interval=1",
+            "num_threads=1",
             "progress_bar=false",
             f"output_dir={tmp_path / 'run'}",
         ],
