@@ -73,6 +73,44 @@ def measure_matmul_peak(
     }
 
 
+def measure_machine_peak(device: torch.device, dtype: torch.dtype, seconds: float = 2.0) -> dict[str, Any]:
+    """The peak the machine offers this process now: on CPU the best of one thread and all cores (on a shared
+    machine one thread can be the faster), restoring the thread setting; on GPU the plain measurement."""
+    if device.type != "cpu":
+        return measure_matmul_peak(device, dtype, seconds=seconds)
+    current = torch.get_num_threads()
+    counts = sorted({1, os.cpu_count() or 1, current})
+    by_threads = {}
+    try:
+        for n in counts:
+            torch.set_num_threads(n)
+            by_threads[n] = measure_matmul_peak(device, dtype, seconds=seconds / len(counts))
+    finally:
+        torch.set_num_threads(current)
+    best = max(by_threads.values(), key=lambda r: r["peak_flops"])
+    return {
+        **best,
+        "peak_flops_per_cpu_s": max(r["peak_flops_per_cpu_s"] for r in by_threads.values()),
+        "by_threads": {str(n): round(r["peak_flops"] / 1e9, 2) for n, r in by_threads.items()},
+        "threads_used_for_model": current,
+    }
+
+
+def choose_threads(requested: str | int | None) -> tuple[int, str]:
+    """(threads, why). "auto": all cores on an idle machine, one thread when other processes already keep the
+    cores busy: OpenMP work split over descheduled threads then waits a scheduler slice at every barrier."""
+    cores = os.cpu_count() or 1
+    if requested not in (None, "auto"):
+        return int(requested), "requested"
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return cores, "all cores (load unknown)"
+    if load > cores - 0.5:
+        return 1, f"1 thread: load average {load:.1f} on {cores} cores (shared machine)"
+    return cores, f"{cores} threads: load average {load:.1f} on {cores} cores"
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Peak memory of one phase.
 def _vm_hwm_mb() -> float | None:

@@ -23,7 +23,7 @@ from langbridge.evaluation.runner import read_predictions
 from langbridge.training.data import Collator, EpochBatchSampler, build_data
 from langbridge.training.recipe import BatchIterator, set_train_mode
 
-from .common import PeakMemory, autocast, measure_matmul_peak, sync, timed
+from .common import PeakMemory, autocast, measure_machine_peak, sync, timed
 from .flops import batch_lengths, train_shape, training_flops
 from .reference import OfficialReference, ReferenceBackend
 
@@ -48,6 +48,9 @@ class Options:
     reference: bool = True
     scaling_batches: tuple[int, ...] = (1, 2, 4, 8)
     scaling_lengths: tuple[int, ...] = (128, 256, 512)
+    scaling_collate: tuple[int, ...] = (8, 32, 128)
+    scaling_contexts: tuple[int, ...] = (128, 512, 1024)
+    scaling_decode_steps: int = 16
     train_overrides: list[str] = field(default_factory=list)
     # "targets": the LM head and loss only where targets are (LangBridgeModel's training fast path); "all": every
     # position, as `langbridge train` does unless it passes logits_to_keep="targets".
@@ -224,9 +227,7 @@ def training_phase(pair: Any, ref_model: Any, cfg: Any, opts: Options) -> dict[s
     runs: dict[str, list] = {"ours": [], "reference": []}
     peaks = []
     for _ in range(opts.repeats):
-        peaks.append(
-            measure_matmul_peak(opts.device, torch.float32 if opts.dtype == torch.float32 else opts.dtype)
-        )
+        peaks.append(measure_machine_peak(opts.device, opts.dtype))
         runs["ours"].append(train_ours(pair.model, pair.processor, cfg, opts))
         runs["ours"][-1]["bare"] = bare_step(pair.model, pair.processor, runs["ours"][-1], opts)
         if opts.reference:
@@ -425,14 +426,17 @@ def _synthetic_batch(
     }
 
 
-def scaling_phase(pair: Any, opts: Options, reps: int = 2) -> dict[str, Any]:
-    """Seconds per token of a training forward+backward on unpadded batches, over batch size (fixed length) and
-    over length (batch 1), next to what the FLOP model predicts. Per-token cost should stay flat in batch; in
-    length it may grow only as fast as the attention term (the one quadratic part) predicts."""
+def scaling_phase(pair: Any, cfg: Any, opts: Options, reps: int = 2) -> dict[str, Any]:
+    """How cost grows, next to what the FLOP model predicts for the same inputs:
+    - training forward+backward on unpadded batches, per token, over batch size (fixed length) and over length
+      (batch 1): flat in batch; in length only as fast as the attention term (the one quadratic part);
+    - collation (tokenize + lay out + pad, the training data path), per token, over the number of examples: flat;
+    - greedy decoding with the KV cache, per new token, over the context length (batch 1): each step attends over
+      the whole context, so per-token cost grows linearly with it (and a whole generation quadratically)."""
     model, proc, dev = pair.model, pair.processor, opts.device
     shape = train_shape(model)
     gen = torch.Generator().manual_seed(0)
-    peak = measure_matmul_peak(dev, opts.dtype)["peak_flops"]
+    peak = measure_machine_peak(dev, opts.dtype)["peak_flops"]
     set_train_mode(model)
 
     def measure(b: int, length: int) -> dict[str, Any]:
@@ -465,6 +469,78 @@ def scaling_phase(pair: Any, opts: Options, reps: int = 2) -> dict[str, Any]:
     over_length = [measure(1, n) for n in opts.scaling_lengths]
     model.eval()
 
+    # Collation of real training examples.
+    data = build_data(cfg.data, proc, cfg.seed)
+    examples = [data.train[i] for i in range(min(len(data.train), max(opts.scaling_collate)))]
+    collator = Collator(proc, append_eos=data.append_eos)
+    collate_rows = []
+    for n in opts.scaling_collate:
+        chunk = [examples[i % len(examples)] for i in range(n)]
+        collator(chunk[:2])  # warm-up
+        _, seconds, _ = timed(lambda chunk=chunk: collator(chunk), torch.device("cpu"))
+        batch = collator(chunk)
+        tokens = int(batch["attention_mask"].sum() + batch["encoder_attention_mask"].sum())
+        collate_rows.append(
+            {
+                "examples": n,
+                "seconds": seconds,
+                "us_per_token": 1e6 * seconds / tokens,
+                "flops_per_token": 1.0,
+            }
+        )
+
+    # Decoding over context length.
+    decode_rows = []
+    steps = opts.scaling_decode_steps
+    prefix = (
+        proc.lm_tokenizer(proc.lm_prefix, add_special_tokens=False)["input_ids"] if proc.lm_prefix else []
+    )
+    lm_vocab = min(len(proc.lm_tokenizer), model.lm.get_input_embeddings().num_embeddings)
+    with torch.no_grad():
+        for ctx in opts.scaling_contexts:
+            enc_len = 32
+            prompt_len = max(1, ctx - len(prefix) - enc_len - 1)
+            enc = torch.randint(
+                5, model.encoder.get_input_embeddings().num_embeddings, (1, enc_len), generator=gen
+            )
+            prompt = torch.randint(5, lm_vocab, (1, prompt_len), generator=gen)
+            prompt[prompt == proc.soft_token_id] = 5
+            ids = torch.cat([torch.tensor([prefix + [proc.soft_token_id] * (enc_len + 1)]), prompt], dim=1)
+            batch = {
+                "encoder_input_ids": enc.to(dev),
+                "encoder_attention_mask": torch.ones_like(enc).to(dev),
+                "input_ids": ids.to(dev),
+                "attention_mask": torch.ones_like(ids).to(dev),
+            }
+
+            def gen_tokens(k: int, batch: dict = batch) -> None:
+                with autocast(dev, opts.dtype):
+                    model.generate(
+                        **batch,
+                        max_new_tokens=k,
+                        min_new_tokens=k,
+                        do_sample=False,
+                        pad_token_id=proc.lm_tokenizer.pad_token_id,
+                    )
+
+            gen_tokens(2)  # warm-up
+            one = min(timed(lambda: gen_tokens(1), dev)[1] for _ in range(reps))
+            many = min(timed(lambda: gen_tokens(steps + 1), dev)[1] for _ in range(reps))
+            n = ids.shape[1]
+            # A decode step: every LM matmul and the head once, attention over the context (QK^T and AV).
+            step_flops = (
+                2 * shape.lm.linear_params
+                + 2 * shape.head_params
+                + 4 * shape.lm.layers * shape.lm.attn_width * (n + steps / 2)
+            )
+            decode_rows.append(
+                {
+                    "context": n,
+                    "us_per_token": 1e6 * max(many - one, 1e-9) / steps,
+                    "flops_per_token": step_flops,
+                }
+            )
+
     def summarize(rows: list[dict]) -> dict[str, Any]:
         first = rows[0]
         for r in rows:
@@ -473,7 +549,13 @@ def scaling_phase(pair: Any, opts: Options, reps: int = 2) -> dict[str, Any]:
         worst = max(r["time_per_token_vs_first"] / r["flops_per_token_vs_first"] for r in rows)
         return {"rows": rows, "worst_time_over_flops_growth": worst}
 
-    return {"peak_flops": peak, "over_batch": summarize(over_batch), "over_length": summarize(over_length)}
+    return {
+        "peak_flops": peak,
+        "over_batch": summarize(over_batch),
+        "over_length": summarize(over_length),
+        "collate_over_examples": summarize(collate_rows),
+        "decode_over_context": summarize(decode_rows),
+    }
 
 
 def dump(obj: Any) -> str:
