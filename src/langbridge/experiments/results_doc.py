@@ -94,6 +94,8 @@ def pca_block(demo_dir: Path) -> str:
     if rep is None:
         return "(the representation analysis has not run yet)\n"
     lines = [
+        "![PCA of mean-pooled LM representations, LangBridge vs LM alone](docs/figures/demo_pca.png)",
+        "",
         f"{rep['n']} parallel FLORES-200 devtest sentences per language ({', '.join(rep['languages'])}).",
         "",
         "| model | silhouette by language (lower = more language-agnostic) | retrieval top-1 to/from English |",
@@ -150,7 +152,16 @@ def ablations_block(demo_dir: Path) -> str:
     for label, r in rows["variants"].items():
         lines.append(f"| {label} | {cells(r)} |")
     wall = sum(t["wall_s"] for k, t in rows.get("timing_s", {}).items() if k.startswith("ablation"))
-    return "\n".join(lines) + f"\n\nAblation wall time: {wall / 60:.0f} min (on top of the main run).\n"
+    images = [
+        f"![{name.replace('_', ' ')} ablation](docs/figures/{Path(path).name})"
+        for name, path in rows.get("figures", {}).items()
+    ]
+    return (
+        "\n".join(lines)
+        + f"\n\nAblation wall time: {wall / 60:.0f} min (on top of the main run).\n\n"
+        + "\n".join(images)
+        + "\n"
+    )
 
 
 # LayAlign's reproduction of LangBridge with MetaMath-7B on MGSM (accuracy %): LM alone -> LangBridge.
