@@ -129,10 +129,12 @@ class LangBridgeProcessor:
 
     # ----------------------------------------------------------------------------------------------------------
     def _lm_ids(self, text: str) -> list[int]:
-        return self.lm_tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+        # verbose=False: over-long text is truncated (with our own warning) by __call__, not an error here.
+        return self.lm_tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] if text else []
 
     def _encode_encoder_side(self, texts: list[str]) -> list[list[int]]:
-        encoded = self.encoder_tokenizer([self.encoder_template.format(text=t) for t in texts])["input_ids"]
+        texts = [self.encoder_template.format(text=t) for t in texts]
+        encoded = self.encoder_tokenizer(texts, verbose=False)["input_ids"]
         too_long = [i for i, ids in enumerate(encoded) if len(ids) > self.max_encoder_length]
         if too_long:
             warnings.warn(
@@ -141,7 +143,7 @@ class LangBridgeProcessor:
                 stacklevel=3,
             )
             truncated = self.encoder_tokenizer(
-                [self.encoder_template.format(text=texts[i]) for i in too_long],
+                [texts[i] for i in too_long],
                 truncation=True,
                 max_length=self.max_encoder_length,
             )["input_ids"]
