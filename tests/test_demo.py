@@ -237,3 +237,32 @@ def test_comparison_verdicts_follow_the_ci() -> None:
     assert _verdict({"delta": 0.01, "ci_low": -0.02, "ci_high": 0.04}, lower_is_better=True) == (
         "no detectable difference"
     )
+
+
+def test_ablation_figures_are_written(tmp_path: Path) -> None:
+    from langbridge.experiments.plots import plot_ablations
+
+    def row(step: int, shift: float) -> dict:
+        cell = lambda a, b: {"a": a, "b": b, "delta": a - b, "ci_low": a - b - 0.05, "ci_high": a - b + 0.05}  # noqa: E731
+        return {
+            "step": step,
+            "fraction": step / 40,
+            "examples": step * 8,
+            "flores_LRL": cell(4.5 - shift, 4.8),
+            "flores_HRL": cell(4.2 - shift, 4.0),
+            "xcopa_LRL": cell(0.52 + shift / 10, 0.5),
+            "xcopa_HRL": cell(0.55, 0.56),
+        }
+
+    rows = {
+        "data_amount": [row(10, 0.0), row(20, 0.1), row(40, 0.2)],
+        "variants": {
+            "linear bridge, frozen encoder (main)": row(40, 0.2),
+            "ffn bridge": row(40, 0.25),
+            "trained encoder": row(40, 0.3),
+        },
+    }
+    written = plot_ablations(rows, tmp_path)
+    assert set(written) == {"data_amount", "bridge", "encoder"}
+    for path in written.values():
+        assert Path(path).stat().st_size > 10_000 and Path(path).read_bytes()[:4] == b"\x89PNG"

@@ -22,14 +22,27 @@ def _errorbar(
     ax.errorbar([x + offset for x in xs], ys, yerr=[lo, hi], capsize=3, **kw)
 
 
-def _panel(ax: Any, xs: list[float], rows: list[dict], task: str, title: str, scale: float) -> None:
+def _panel(
+    ax: Any, xs: list[float], rows: list[dict], task: str, title: str, scale: float, connect: bool = True
+) -> None:
     for i, group in enumerate(("LRL", "HRL")):
         key = f"{task}_{group}"
         if key not in rows[0]:
             continue
         color, marker = GROUP_STYLE[group]
         offset = (i - 0.5) * 0.06 * (max(xs) - min(xs) if len(xs) > 1 else 1)
-        _errorbar(ax, xs, rows, key, scale, offset, color=color, marker=marker, label=f"LangBridge {group}")
+        _errorbar(
+            ax,
+            xs,
+            rows,
+            key,
+            scale,
+            offset,
+            color=color,
+            marker=marker,
+            linestyle="-" if connect else "none",
+            label=f"LangBridge {group}",
+        )
         ax.axhline(
             rows[0][key]["b"] * scale, color=color, linestyle="--", linewidth=1, label=f"LM alone {group}"
         )
@@ -83,7 +96,7 @@ def plot_ablations(rows: dict[str, Any], out_dir: str | Path) -> dict[str, str]:
         sel = [variants[k] for k, _ in present]
         xs = list(range(len(sel)))
         for ax, (task, ptitle, scale) in zip(axes, PANELS, strict=True):
-            _panel(ax, [float(x) for x in xs], sel, task, ptitle, scale)
+            _panel(ax, [float(x) for x in xs], sel, task, ptitle, scale, connect=False)
             ax.set_xticks(xs, [lab for _, lab in present])
             ax.set_xlim(-0.5, len(xs) - 0.5)
         axes[0].legend(fontsize=8)
