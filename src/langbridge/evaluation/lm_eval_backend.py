@@ -120,6 +120,10 @@ class LangBridgeLM(LM):
         return cls(backend=backend, batch_size=backend.batch_size, max_gen_toks=max_gen_toks)
 
     # ------------------------------------------------------------------------------------------------------
+    def _tokens(self, text: str) -> int:
+        """Encoder tokens of a context: requests are batched longest first by what the encoder reads."""
+        return self.backend.request_length(GenerationRequest(encoder_text=text, full_prompt=text))
+
     def _chunks(self, items: Sequence[Any], desc: str, disable: bool):
         bar = tqdm(total=len(items), desc=desc, disable=disable or self.rank != 0, unit="req")
         try:
@@ -133,7 +137,7 @@ class LangBridgeLM(LM):
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         lls = [LoglikelihoodRequest(context=r.args[0], continuation=r.args[1]) for r in requests]
         # Longest first, contexts together: padding stays small and shared contexts share an encoder pass.
-        order = sorted(range(len(lls)), key=lambda i: (-len(lls[i].context), lls[i].context))
+        order = sorted(range(len(lls)), key=lambda i: (-self._tokens(lls[i].context), lls[i].context))
         results: list[tuple[float, bool] | None] = [None] * len(lls)
         for chunk in self._chunks(order, "langbridge loglikelihood", disable_tqdm):
             for i, (lp, greedy) in zip(
@@ -203,7 +207,9 @@ class LangBridgeLM(LM):
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         gens = [self._generation_request(r.args[0], r.args[1] if len(r.args) > 1 else None) for r in requests]
-        order = sorted(range(len(gens)), key=lambda i: (-len(gens[i].encoder_text), gens[i].encoder_text))
+        order = sorted(
+            range(len(gens)), key=lambda i: (-self._tokens(gens[i].encoder_text), gens[i].encoder_text)
+        )
         outputs: list[str | None] = [None] * len(gens)
         for chunk in self._chunks(order, "langbridge generate_until", disable_tqdm):
             for i, text in zip(chunk, self.backend.generate([gens[i] for i in chunk]), strict=True):
