@@ -50,7 +50,7 @@ class DemoSettings:
 
     encoder: str = "e5-small"
     lm: str = "smollm2-135m-instruct"
-    recipe: str = "unlabeled"
+    recipe: str = "labeled"
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     steps: int = 120
     batch_size: int = 8
@@ -944,7 +944,10 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--seeds", type=int, default=2, help="number of training seeds (default 2)")
     p.add_argument("--steps", type=int, default=None, help="training steps per seed (default 120; quick 4)")
     p.add_argument(
-        "--recipe", choices=RECIPES, default="unlabeled", help="training data/mode (default unlabeled)"
+        "--recipe",
+        choices=RECIPES,
+        default="labeled",
+        help="training data/mode (default labeled, chosen by the pilot)",
     )
     p.add_argument("--encoder", default=None, help="encoder alias/path (default e5-small)")
     p.add_argument("--lm", default=None, help="LM alias/path (default smollm2-135m-instruct)")

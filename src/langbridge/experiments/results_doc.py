@@ -121,6 +121,16 @@ def pilot_block(pilot_dir: Path) -> str:
         f"({', '.join(s['flores_languages'])}; {s['flores_pairs']} pairs), XCOPA validation "
         f"({', '.join(s['xcopa_languages'])}; {s['xcopa_limit']} per language). Wall time {wall / 60:.0f} min.\n\n"
         + pilot_markdown(pilot)
+        + "\nPer language (FLORES dev, nats/token; LM alone = X as text; no context = "
+        + " / ".join(
+            f"{rep['tasks']['flores']['no_context']:.3f}" for rep in list(pilot["recipes"].values())[:1]
+        )
+        + "):\n\n| recipe | language | LM alone | LangBridge | Δ vs no context [95% CI] |\n|---|---|---|---|---|\n"
+        + "".join(
+            f"| {recipe} | {lang} | {r['lm_alone']:.3f} | {r['langbridge']:.3f} | {_ci(r['delta_vs_no_context'])} |\n"
+            for recipe, rep in pilot["recipes"].items()
+            for lang, r in rep["tasks"]["flores"]["languages"].items()
+        )
     )
 
 
