@@ -137,7 +137,22 @@ def pilot_block(pilot_dir: Path) -> str:
 def ablations_block(demo_dir: Path) -> str:
     rows = _read(demo_dir / "ablations.json")
     if rows is None:
-        return "(the ablations have not run yet: `langbridge demo --ablations`)\n"
+        text = "(the ablations have not run yet: `langbridge demo --ablations`)"
+        stages = _read(demo_dir / "timing.json") or {}
+        trains = [t for k, t in stages.items() if k.startswith("train seed") and isinstance(t, dict)]
+        evals = [t for k, t in stages.items() if k.startswith("eval seed") and isinstance(t, dict)]
+        if trains and evals:
+            # 2 extra trainings (ffn bridge, trained encoder) + 5 evaluations (3 checkpoints, 2 variants).
+            est = {
+                key: 2 * max(t[key] for t in trains) + 5 * min(t[key] for t in evals)
+                for key in ("wall_s", "cpu_s")
+            }
+            text += (
+                f" Estimated from this run's stage times: about {est['wall_s'] / 60:.0f} min wall "
+                f"({est['cpu_s'] / 60:.0f} CPU-min) for 2 trainings and 5 evaluations; the trained-encoder run "
+                "is slower than that per step (backward through the encoder)."
+            )
+        return text + "\n"
     lines = [
         "| variant | FLORES LRL nats/token (Δ vs LM alone) | FLORES HRL | XCOPA LRL acc % (Δ) | XCOPA HRL |",
         "|---|---|---|---|---|",
