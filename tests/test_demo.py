@@ -177,8 +177,21 @@ def test_quick_demo_end_to_end_on_tiny_models(tiny_dirs: dict[str, str], tmp_pat
     parser = argparse.ArgumentParser()
     demo.add_parsers(parser.add_subparsers())
     out = tmp_path / "demo"
+    # Unlabeled recipe: with the tiny byte-level tokenizer, the labeled recipe's ChatML strings fill the whole
+    # LM text budget and leave no target tokens to learn from.
     args = parser.parse_args(
-        ["demo", "--quick", "--output", str(out), "--encoder", tiny_dirs["bert"], "--lm", tiny_dirs["llama"]]
+        [
+            "demo",
+            "--quick",
+            "--recipe",
+            "unlabeled",
+            "--output",
+            str(out),
+            "--encoder",
+            tiny_dirs["bert"],
+            "--lm",
+            tiny_dirs["llama"],
+        ]
     )
     assert args.func(args) == 0
     printed = capsys.readouterr().out
@@ -198,6 +211,10 @@ def test_quick_demo_end_to_end_on_tiny_models(tiny_dirs: dict[str, str], tmp_pat
     assert (out / "results.md").read_text().startswith("### FLORES-200")
     for seed in (0, 1):
         assert (out / "train" / f"seed{seed}" / "final" / "config.json").exists()
+        metrics = [
+            json.loads(x) for x in (out / "train" / f"seed{seed}" / "metrics.jsonl").read_text().splitlines()
+        ]
+        assert all(m["target_tokens_per_s"] > 0 and m["loss"] > 0 for m in metrics if m["split"] == "train")
     assert (out / "pca" / "pca.png").exists()
 
     # A second call resumes from the cached scores and reproduces the report exactly.
