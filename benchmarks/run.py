@@ -136,7 +136,11 @@ def options_for(args: argparse.Namespace, model: str) -> Options:
     return opts
 
 
-def run_model(name: str, args: argparse.Namespace, data_dir: Path, phases: list[str]) -> dict[str, Any]:
+def run_model(
+    name: str, args: argparse.Namespace, data_dir: Path, phases: list[str], result: dict[str, Any], save: Any
+) -> None:
+    """Fills `result` phase by phase, calling `save()` after each so a run cut off by a time limit keeps what it
+    measured."""
     opts = options_for(args, name)
     device, dtype = opts.device, DTYPES[args.dtype]
     cfg = training_config(data_dir, opts.train_batch, opts.train_overrides)
@@ -167,30 +171,37 @@ def run_model(name: str, args: argparse.Namespace, data_dir: Path, phases: list[
         part: sum(p.numel() for p in getattr(pair.model, part).parameters())
         for part in ("encoder", "bridge", "lm")
     }
-    result: dict[str, Any] = {
-        "weights": pair.weights,
-        "tokenizers": pair.tokenizers,
-        "parameters": n_params,
-        "load_seconds": load_s,
-        "options": {k: v for k, v in vars(opts).items() if k not in ("device", "dtype")},
-    }
+    result.update(
+        {
+            "weights": pair.weights,
+            "tokenizers": pair.tokenizers,
+            "parameters": n_params,
+            "load_seconds": load_s,
+            "options": {k: v for k, v in vars(opts).items() if k not in ("device", "dtype")},
+        }
+    )
+    save()
     log = logging.getLogger("benchmarks")
     if "train" in phases:
         log.info("[%s] training", name)
         result["train"] = training_phase(pair, ref_model, cfg, opts)
+        save()
     if "recipe" in phases:
         log.info("[%s] recipe cross-check", name)
         result["recipe"] = recipe_check(name, pair, cfg, opts)
+        save()
     if "generate" in phases:
         log.info("[%s] generation", name)
         result["generate"] = generation_phase(pair, ref_model, mgsm_questions(data_dir, "en", 64), opts)
+        save()
     if "evaluate" in phases:
         log.info("[%s] MGSM evaluation", name)
         result["evaluate"] = evaluation_phase(pair, ref_model, data_dir, opts)
+        save()
     if "scaling" in phases:
         log.info("[%s] scaling", name)
         result["scaling"] = scaling_phase(pair, cfg, opts)
-    return result
+        save()
 
 
 def recipe_check(name: str, pair: Any, cfg: Any, opts: Options) -> dict[str, Any]:
@@ -400,10 +411,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for name in args.models:
         phases = args.phases or (["train"] if name in ("paper", "tiny-mt5") else list(DEFAULT_PHASES))
-        results["models"][name] = run_model(name, args, data_dir, phases)
-        results["elapsed_s"] = time.perf_counter() - started
-        if args.output:
-            write_json(args.output, results)  # after every model, so a cut-off run keeps what it measured
+        results["models"][name] = {}
+
+        def save() -> None:
+            results["elapsed_s"] = time.perf_counter() - started
+            if args.output:
+                write_json(args.output, results)
+
+        run_model(name, args, data_dir, phases, results["models"][name], save)
     results["targets"] = targets(results)
     results["elapsed_s"] = time.perf_counter() - started
     if args.output:

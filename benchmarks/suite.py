@@ -60,7 +60,14 @@ class Options:
 # ----------------------------------------------------------------------------------------------------------------
 # Training
 def _train_loop(
-    step_fn: Any, batches: Any, lengths_fn: Any, params: list, opt: Any, opts: Options, shape: Any
+    step_fn: Any,
+    batches: Any,
+    lengths_fn: Any,
+    params: list,
+    opt: Any,
+    opts: Options,
+    shape: Any,
+    amp_dtype: torch.dtype | None = None,
 ) -> dict[str, Any]:
     """Times whole optimizer steps (data loading, collation and padding included)."""
     dev = opts.device
@@ -77,7 +84,7 @@ def _train_loop(
             t1 = time.perf_counter()
             enc, lm, tg = lengths_fn(batch)
             batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
-            with autocast(dev, opts.dtype):
+            with autocast(dev, opts.dtype if amp_dtype is None else amp_dtype):
                 loss = step_fn(batch)
             sync(dev)
             t2 = time.perf_counter()
@@ -176,7 +183,14 @@ def train_reference(model: Any, processor: Any, cfg: Any, opts: Options) -> dict
     opt = torch.optim.AdamW(params, lr=cfg.optim.lr_bridge)
     try:
         return _train_loop(
-            lambda b: ref.loss(b)[0], iter(loader), ref.real_lengths, params, opt, opts, train_shape(model)
+            lambda b: ref.loss(b)[0],
+            iter(loader),
+            ref.real_lengths,
+            params,
+            opt,
+            opts,
+            train_shape(model),
+            amp_dtype=torch.float32,  # the reference is full precision throughout
         )
     finally:
         model.zero_grad(set_to_none=True)
