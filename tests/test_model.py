@@ -335,6 +335,13 @@ def test_overlong_inputs_are_truncated_with_warning(tiny_langbridge):
     assert n_text <= 12
 
 
+def test_prompt_filling_the_lm_budget_warns_that_no_target_is_left(tiny_langbridge):
+    _, processor = tiny_langbridge(processor_kwargs={"max_lm_length": 4})
+    with pytest.warns(UserWarning, match="no target tokens left"):
+        batch = processor([TEXTS[0]], lm_prompts=[" a b c d e f"], targets=[" answer"])
+    assert bool((batch["labels"] == -100).all())
+
+
 def test_processor_argument_errors(tiny_langbridge, tiny_dirs):
     _, processor = tiny_langbridge()
     with pytest.raises(ValueError, match="lm_prompts has 1 entries"):

@@ -179,7 +179,7 @@ class LangBridgeProcessor:
         encoder_ids = self._encode_encoder_side(texts)
         lm_rows, label_rows = [], []
         eos = self.lm_tokenizer.eos_token_id
-        truncated = 0
+        truncated = starved = 0
         for i in range(n):
             prompt_ids = self._lm_ids(prompts[i])
             target_ids = []
@@ -188,6 +188,7 @@ class LangBridgeProcessor:
             budget = self.max_lm_length - len(self._prefix_ids)
             if len(prompt_ids) + len(target_ids) > budget:
                 truncated += 1
+                starved += bool(target_ids) and len(prompt_ids) >= budget
                 target_ids = target_ids[: max(0, budget - len(prompt_ids))]
                 if len(prompt_ids) > budget:
                     prompt_ids = prompt_ids[len(prompt_ids) - budget :]  # keep the end, next to the answer
@@ -198,6 +199,14 @@ class LangBridgeProcessor:
         if truncated:
             warnings.warn(
                 f"{truncated} example(s) exceed max_lm_length={self.max_lm_length} LM text tokens and were truncated.",
+                stacklevel=2,
+            )
+        if starved:
+            # Separate from the truncation warning: training silently learns nothing from these examples.
+            warnings.warn(
+                f"{starved} example(s) have no target tokens left: the LM prefix and prompt fill all "
+                f"max_lm_length={self.max_lm_length} tokens, so they add no loss. Raise max_lm_length or shorten "
+                "the prompt template.",
                 stacklevel=2,
             )
 
