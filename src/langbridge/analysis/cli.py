@@ -45,7 +45,10 @@ def add_parsers(subparsers: Any) -> None:
     rep.add_argument("--pivot", default="eng", help="retrieval pivot language (default eng)")
     rep.add_argument("--batch-size", type=int, default=16)
     rep.add_argument(
-        "--max-length", type=int, default=512, help="LM-alone truncation in tokens (default 512)"
+        "--max-length",
+        type=int,
+        default=512,
+        help="truncation in tokens of the encoder input (LangBridge) and of the LM-alone input (default 512)",
     )
     rep.add_argument(
         "--data-dir",
@@ -138,7 +141,8 @@ def _load_models(args: argparse.Namespace) -> dict[str, Any]:
     from langbridge import LangBridgeModel, LangBridgeProcessor
 
     model = LangBridgeModel.from_pretrained(source).to(device=device, dtype=torch.float32)
-    processor = LangBridgeProcessor.from_pretrained(source)
+    # The same truncation for both models (not the checkpoint's training-time max_encoder_length).
+    processor = LangBridgeProcessor.from_pretrained(source, max_encoder_length=args.max_length)
     return {
         "model": model,
         "processor": processor,
