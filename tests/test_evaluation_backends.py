@@ -258,7 +258,9 @@ def test_real_default_pair_on_mgsm(tmp_path: Path) -> None:
     lb = evaluate(
         LangBridgeBackend(model, processor, name="lb"), "mgsm", output_dir=tmp_path / "lb", **kwargs
     )
-    alone = evaluate(lm_dir, "mgsm", lm_only=True, model_name="smollm2", output_dir=tmp_path / "lm", **kwargs)
+    # The LM alone is the bridge's own frozen LM (no second load).
+    lm_alone = CausalLMBackend(model.lm, AutoTokenizer.from_pretrained(lm_dir), name="smollm2")
+    alone = evaluate(lm_alone, "mgsm", output_dir=tmp_path / "lm", **kwargs)
     langs = ("bn", "de", "en", "es", "fr", "ja", "ru", "sw", "te", "th", "zh")
     for res in (lb, alone):
         entry = res["tasks"]["mgsm"]
