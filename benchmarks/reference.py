@@ -22,6 +22,7 @@ official code went through, so the ratios it yields are conservative.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -110,6 +111,7 @@ class OfficialReference:
             "input_ids": ids,
             "attention_mask": mask,
             "labels": lab,
+            "prefix_len": torch.tensor(len(self.prefix_ids)),  # for counting processed positions
         }
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,8 +148,10 @@ class OfficialReference:
         eos_ids: Sequence[int] = (),
         stop: Sequence[str] = (),
         min_new_tokens: int = 0,
+        step_times: list[float] | None = None,
     ) -> list[int]:
-        """Greedy continuation of one example; returns the new token ids."""
+        """Greedy continuation of one example; returns the new token ids. `step_times` (if given) receives the
+        clock after every new token."""
         proc = self.processor
         enc = self.enc_tok(
             [proc.encoder_template.format(text=text)],
@@ -167,8 +171,10 @@ class OfficialReference:
         eos = set(eos_ids)
         new: list[int] = []
         while True:
-            token = int(logits[0, -1].argmax())
+            token = int(logits[0, -1].argmax())  # a host sync, so the clock below is accurate on GPU too
             new.append(token)
+            if step_times is not None:
+                step_times.append(time.perf_counter())
             if len(new) >= max_new_tokens:
                 break
             if len(new) >= min_new_tokens:

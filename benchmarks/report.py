@@ -58,8 +58,10 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {label} | training MFU (CPU time) | {_pct(o.get('mfu_cpu_time'))} | "
                 f"{_pct(ref.get('mfu_cpu_time'))} | |",
                 f"| {label} | bare forward+backward MFU | {_pct(o.get('bare_forward_backward_mfu'))} | | |",
-                f"| {label} | padding share of processed tokens | {_pct(o['padding_fraction'])} | "
+                f"| {label} | padding share of processed tokens (encoder + LM) | {_pct(o['padding_fraction'])} | "
                 f"{_pct(ref.get('padding_fraction'))} | |",
+                f"| {label} | padding share of LM positions | {_pct(o.get('lm_padding_fraction'))} | "
+                f"{_pct(ref.get('lm_padding_fraction'))} | |",
                 f"| {label} | mean example length (encoder + LM) | {_num(o['mean_example_length'], 0)} | "
                 f"{_num(ref.get('mean_example_length'), 0)} | |",
                 f"| {label} | training peak memory MB | {_mem(o)} | {_mem(ref)} | |",
@@ -76,10 +78,21 @@ def markdown(results: dict[str, Any]) -> str:
                     f"| {label} | generation tokens/s, batch {b} | {_num(v['tokens_per_s'])} | "
                     f"{_num(ref.get('tokens_per_s'))} | {_num(ratio, 2)} |"
                 )
+            for b, v in g["ours"].items():
+                if "decode_tokens_per_s" in v:
+                    ratio = g.get("decode_speedup_vs_reference", {}).get(b)
+                    lines.append(
+                        f"| {label} | decode tokens/s (after the first token), batch {b} | "
+                        f"{_num(v['decode_tokens_per_s'])} | {_num(ref.get('decode_tokens_per_s'))} | {_num(ratio, 2)} |"
+                    )
             last = list(g["ours"])[-1]
             lines.append(
                 f"| {label} | generation batch {last} / batch 1 | {_num(g['batch_scaling'][last], 1)} | | |"
             )
+            if "decode_batch_scaling" in g:
+                lines.append(
+                    f"| {label} | decode batch {last} / batch 1 | {_num(g['decode_batch_scaling'][last], 1)} | | |"
+                )
             lines.append(
                 f"| {label} | generation peak memory MB, batch {last} | {_mem(g['ours'][last])} | {_mem(ref)} | |"
             )

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from langbridge.evaluation import evaluate
 from langbridge.evaluation.backends import LangBridgeBackend
@@ -55,6 +56,8 @@ class Options:
     # "targets": the LM head and loss only where targets are (LangBridgeModel's training fast path); "all": every
     # position, as `langbridge train` does unless it passes logits_to_keep="targets".
     logits: str = "targets"
+    # Train on examples of at least this many encoder + LM tokens (the issue's "length >= 256" setting).
+    min_example_length: int = 256
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -74,7 +77,7 @@ def _train_loop(
     totals = {"data_s": 0.0, "forward_s": 0.0, "backward_s": 0.0, "optimizer_s": 0.0}
     tokens = targets = enc_tokens = examples = 0
     flops = cpu_seconds = 0.0
-    padded = 0
+    padded = lm_padded = lm_real = 0
     per_step = []
     with PeakMemory(dev) as mem:
         for i in range(opts.warmup_steps + opts.train_steps):
@@ -110,6 +113,8 @@ def _train_loop(
             targets += sum(tg)
             flops += training_flops(shape, enc, lm, tg)
             padded += _padded_tokens(batch)
+            lm_padded += _lm_slots(batch)
+            lm_real += sum(lm)
             per_step.append({"seconds": round(t4 - t0, 4), "tokens": n, "loss": float(loss.detach())})
     seconds = sum(totals.values())
     return {
@@ -122,6 +127,7 @@ def _train_loop(
         "mean_encoder_length": enc_tokens / examples,
         "mean_target_length": targets / examples,
         "padding_fraction": 1 - tokens / padded if padded else 0.0,
+        "lm_padding_fraction": 1 - lm_real / lm_padded if lm_padded else 0.0,
         "flops": flops,
         "achieved_flops": flops / seconds,
         "cpu_seconds": cpu_seconds,
@@ -135,13 +141,44 @@ def _padded_tokens(batch: dict[str, torch.Tensor]) -> int:
     """Token slots the model actually processed (encoder + LM, padding included)."""
     if "encoder_input_ids" in batch:
         return batch["encoder_input_ids"].numel() + batch["input_ids"].numel()
+    return batch["enc_ids"].numel() + _lm_slots(batch)
+
+
+def example_lengths(data: Any, processor: Any, chunk: int = 256) -> list[int]:
+    """Encoder + LM tokens of every training example, as the collator lays them out."""
+    collator = Collator(processor, append_eos=data.append_eos)
+    lengths = []
+    for start in range(0, len(data.train), chunk):
+        batch = collator([data.train[i] for i in range(start, min(start + chunk, len(data.train)))])
+        lengths += (batch["encoder_attention_mask"].sum(1) + batch["attention_mask"].sum(1)).tolist()
+    return lengths
+
+
+def load_training_data(processor: Any, cfg: Any, opts: Options) -> Any:
+    """The recipe's data (build_data), restricted to examples of at least `min_example_length` tokens."""
+    data = build_data(cfg.data, processor, cfg.seed)
+    if opts.min_example_length > 1:
+        lengths = example_lengths(data, processor)
+        kept = [i for i in data.train_indices if lengths[i] >= opts.min_example_length]
+        if len(kept) < cfg.batch_size * (opts.warmup_steps + opts.train_steps):
+            raise ValueError(
+                f"Only {len(kept)} training examples have >= {opts.min_example_length} tokens; lower the limit."
+            )
+        data.train_indices = kept
+    return data
+
+
+def _lm_slots(batch: dict[str, torch.Tensor]) -> int:
+    """Positions the LM processed (the costly part), padding and official-layout holes included."""
+    if "encoder_input_ids" in batch:
+        return batch["input_ids"].numel()
+    # Official layout: prefix + every encoder slot (holes included) + end-of-encoder + the right-padded LM text.
     enc = batch["enc_ids"]
-    # Official layout: the LM sequence also carries every encoder slot (holes included) + end-of-encoder.
-    return enc.numel() + batch["input_ids"].numel() + enc.shape[0] * (enc.shape[1] + 1)
+    return batch["input_ids"].numel() + enc.shape[0] * (int(batch["prefix_len"]) + enc.shape[1] + 1)
 
 
 def train_ours(model: Any, processor: Any, cfg: Any, opts: Options) -> dict[str, Any]:
-    data = build_data(cfg.data, processor, cfg.seed)
+    data = load_training_data(processor, cfg, opts)
     collator = Collator(processor, append_eos=data.append_eos)
     stream = BatchIterator(data, cfg, collator, 0, 1)(0, 0)
     batches = (batch for _, _, batch in stream)
@@ -169,7 +206,7 @@ def _logits_kwargs(opts: Options) -> dict[str, Any]:
 
 def train_reference(model: Any, processor: Any, cfg: Any, opts: Options) -> dict[str, Any]:
     ref = OfficialReference(model, processor)
-    data = build_data(cfg.data, processor, cfg.seed)
+    data = load_training_data(processor, cfg, opts)
     assert data.train is not None
     # The official DataLoader: shuffle=True, no length grouping.
     sampler = EpochBatchSampler(
@@ -266,6 +303,7 @@ def training_phase(pair: Any, ref_model: Any, cfg: Any, opts: Options) -> dict[s
             / sum(r["cpu_seconds"] for r in rs)
             / max(p["peak_flops_per_cpu_s"] for p in peaks),
             "padding_fraction": sum(r["padding_fraction"] for r in rs) / len(rs),
+            "lm_padding_fraction": sum(r["lm_padding_fraction"] for r in rs) / len(rs),
             "mean_example_length": sum(r["mean_example_length"] for r in rs) / len(rs),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
             "runs": rs,
@@ -282,6 +320,31 @@ def training_phase(pair: Any, ref_model: Any, cfg: Any, opts: Options) -> dict[s
 
 # ----------------------------------------------------------------------------------------------------------------
 # Generation
+class StepTimer(StoppingCriteria):
+    """Never stops generation; records the clock after every generated token (the first one = encoder + prefill)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.times: list[float] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        sync(self.device)
+        self.times.append(time.perf_counter())
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+def _split_times(start: float, times: list[float], batch: int) -> dict[str, Any]:
+    """Prefill (start -> first token) and decode (later tokens, KV cache) from per-token clock readings."""
+    out: dict[str, Any] = {"prefill_s": times[0] - start}
+    if len(times) > 1:
+        decode = times[-1] - times[0]
+        out["decode_s"] = decode
+        out["decode_tokens_per_s"] = batch * (len(times) - 1) / decode
+        steps = sorted(b - a for a, b in zip(times, times[1:], strict=False))
+        out["median_step_ms"] = 1000 * steps[len(steps) // 2]
+    return out
+
+
 def _eos_ids(model: Any, processor: Any) -> list[int]:
     ids = model.generation_config.eos_token_id
     ids = list(ids) if isinstance(ids, list | tuple) else ([ids] if ids is not None else [])
@@ -297,7 +360,7 @@ def generation_phase(pair: Any, ref_model: Any, questions: list[str], opts: Opti
     pad = proc.lm_tokenizer.pad_token_id
     n = opts.gen_tokens
 
-    def run(texts: list[str], new_tokens: int) -> None:
+    def run(texts: list[str], new_tokens: int, timer: StepTimer | None = None) -> None:
         batch = proc(texts, padding_side="left").to(dev)
         with autocast(dev, opts.dtype):
             model.generate(
@@ -306,6 +369,7 @@ def generation_phase(pair: Any, ref_model: Any, questions: list[str], opts: Opti
                 min_new_tokens=new_tokens,
                 do_sample=False,
                 pad_token_id=pad,
+                stopping_criteria=StoppingCriteriaList([timer] if timer is not None else []),
             )
 
     def texts_for(b: int) -> list[str]:
@@ -314,38 +378,62 @@ def generation_phase(pair: Any, ref_model: Any, questions: list[str], opts: Opti
     run(texts_for(2), 2)  # warm-up
     out: dict[str, Any] = {"new_tokens": n, "ours": {}}
     for b in opts.gen_batches:
+        timer = StepTimer(dev)
         with PeakMemory(dev) as mem:
-            _, seconds, cpu = timed(lambda b=b: run(texts_for(b), n), dev)
+            start = time.perf_counter()
+            _, seconds, cpu = timed(lambda b=b, timer=timer: run(texts_for(b), n, timer), dev)
         out["ours"][str(b)] = {
             "seconds": seconds,
             "cpu_seconds": cpu,
             "tokens_per_s": b * n / seconds,
+            **_split_times(start, timer.times, b),
             **mem.as_dict(),
         }
     first = str(opts.gen_batches[0])
     out["batch_scaling"] = {
         b: out["ours"][b]["tokens_per_s"] / out["ours"][first]["tokens_per_s"] for b in out["ours"]
     }
+    if all("decode_tokens_per_s" in r for r in out["ours"].values()):
+        out["decode_batch_scaling"] = {
+            b: r["decode_tokens_per_s"] / out["ours"][first]["decode_tokens_per_s"]
+            for b, r in out["ours"].items()
+        }
     if opts.reference:
         ref = OfficialReference(ref_model, proc)
         eos = _eos_ids(model, proc)
         k = opts.reference_gen_examples
         ref.generate_one(questions[0], proc.lm_prompt, 2, eos, min_new_tokens=2)  # warm-up
+        splits = []
+
+        def run_reference() -> None:
+            for t in texts_for(k):
+                times: list[float] = []
+                start = time.perf_counter()
+                ref.generate_one(t, proc.lm_prompt, n, eos, min_new_tokens=n, step_times=times)
+                splits.append(_split_times(start, times, 1))
+
         with PeakMemory(dev) as mem:
-            _, seconds, cpu = timed(
-                lambda: [ref.generate_one(t, proc.lm_prompt, n, eos, min_new_tokens=n) for t in texts_for(k)],
-                dev,
-            )
+            _, seconds, cpu = timed(run_reference, dev)
         out["reference"] = {
             "examples": k,
             "seconds": seconds,
             "cpu_seconds": cpu,
             "tokens_per_s": k * n / seconds,
+            "prefill_s": sum(x["prefill_s"] for x in splits) / k,
             **mem.as_dict(),
         }
+        if n > 1:
+            decode = sum(x["decode_s"] for x in splits)
+            out["reference"]["decode_tokens_per_s"] = k * (n - 1) / decode
         out["speedup_vs_reference"] = {
             b: r["tokens_per_s"] / out["reference"]["tokens_per_s"] for b, r in out["ours"].items()
         }
+        if "decode_tokens_per_s" in out["reference"]:
+            out["decode_speedup_vs_reference"] = {
+                b: r["decode_tokens_per_s"] / out["reference"]["decode_tokens_per_s"]
+                for b, r in out["ours"].items()
+                if "decode_tokens_per_s" in r
+            }
     return out
 
 
@@ -527,7 +615,7 @@ def scaling_phase(pair: Any, cfg: Any, opts: Options, reps: int = 2) -> dict[str
                 "attention_mask": torch.ones_like(ids).to(dev),
             }
 
-            def gen_tokens(k: int, batch: dict = batch) -> None:
+            def gen_tokens(k: int, timer: StepTimer | None = None, batch: dict = batch) -> None:
                 with autocast(dev, opts.dtype):
                     model.generate(
                         **batch,
@@ -535,11 +623,15 @@ def scaling_phase(pair: Any, cfg: Any, opts: Options, reps: int = 2) -> dict[str
                         min_new_tokens=k,
                         do_sample=False,
                         pad_token_id=proc.lm_tokenizer.pad_token_id,
+                        stopping_criteria=StoppingCriteriaList([timer] if timer is not None else []),
                     )
 
             gen_tokens(2)  # warm-up
-            one = min(timed(lambda: gen_tokens(1), dev)[1] for _ in range(reps))
-            many = min(timed(lambda: gen_tokens(steps + 1), dev)[1] for _ in range(reps))
+            step_ms = []
+            for _ in range(reps):
+                timer = StepTimer(dev)
+                gen_tokens(steps + 1, timer)
+                step_ms.append(_split_times(timer.times[0], timer.times, 1)["median_step_ms"])
             n = ids.shape[1]
             # A decode step: every LM matmul and the head once, attention over the context (QK^T and AV).
             step_flops = (
@@ -550,7 +642,7 @@ def scaling_phase(pair: Any, cfg: Any, opts: Options, reps: int = 2) -> dict[str
             decode_rows.append(
                 {
                     "context": n,
-                    "us_per_token": 1e6 * max(many - one, 1e-9) / steps,
+                    "us_per_token": 1000 * min(step_ms),
                     "flops_per_token": step_flops,
                 }
             )
