@@ -387,6 +387,18 @@ def test_read_predictions_is_tolerant_and_errors_clearly(tmp_path: Path) -> None
         read_predictions([tmp_path / "nope.jsonl"])
 
 
+def test_read_predictions_skips_log_likelihood_rows(tmp_path: Path) -> None:
+    # XCOPA rows hold the choices' log-likelihoods, not text: they are skipped, and a file of only those says so.
+    xcopa = {"task": "xcopa", "language": "sw", "output": [-4.2, -3.1], "id": "test-0"}
+    mgsm = {"task": "mgsm", "language": "sw", "output": "Jibu ni 5", "id": "0"}
+    path = tmp_path / "predictions.jsonl"
+    path.write_text(json.dumps(xcopa) + "\n" + json.dumps(mgsm) + "\n", encoding="utf-8")
+    assert [r.task for r in read_predictions([path])] == ["mgsm"]
+    path.write_text(json.dumps(xcopa) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="only log-likelihood tasks"):
+        read_predictions([path])
+
+
 def test_missing_lingua_names_the_install_command(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "lingua", None)
     with pytest.raises(ImportError, match=r"pip install lingua-language-detector==2\.1\.1"):

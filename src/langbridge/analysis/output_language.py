@@ -188,6 +188,7 @@ def find_prediction_files(paths: Sequence[str | Path]) -> list[Path]:
 
 def read_predictions(paths: Sequence[str | Path]) -> list[PredictionRecord]:
     records: list[PredictionRecord] = []
+    scored_only = 0
     for path in find_prediction_files(paths):
         with open(path, encoding="utf-8") as handle:
             for lineno, line in enumerate(handle, start=1):
@@ -219,6 +220,10 @@ def read_predictions(paths: Sequence[str | Path]) -> list[PredictionRecord]:
                 except ValueError as err:
                     raise ValueError(f"{where}: {err}") from err
                 output = row[out_key]
+                if isinstance(output, list | dict):
+                    # Log-likelihood tasks (XCOPA) store choice scores, not generated text: nothing to identify.
+                    scored_only += 1
+                    continue
                 records.append(
                     PredictionRecord(
                         task=str(row.get("task") or path.stem),
@@ -230,7 +235,13 @@ def read_predictions(paths: Sequence[str | Path]) -> list[PredictionRecord]:
                     )
                 )
     if not records:
-        raise ValueError(f"No predictions found in {[str(p) for p in paths]}: the files are empty.")
+        why = (
+            "they hold only log-likelihood tasks (choice scores, no generated text): pass generation tasks "
+            "such as mgsm, msvamp, bbh or humaneval"
+            if scored_only
+            else "the files are empty"
+        )
+        raise ValueError(f"No generated answers found in {[str(p) for p in paths]}: {why}.")
     return records
 
 
