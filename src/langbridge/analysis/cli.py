@@ -141,8 +141,11 @@ def _load_models(args: argparse.Namespace) -> dict[str, Any]:
     from langbridge import LangBridgeModel, LangBridgeProcessor
 
     model = LangBridgeModel.from_pretrained(source).to(device=device, dtype=torch.float32)
-    # The same truncation for both models (not the checkpoint's training-time max_encoder_length).
-    processor = LangBridgeProcessor.from_pretrained(source, max_encoder_length=args.max_length)
+    # The same truncation for both models (not the checkpoint's training-time max_encoder_length), within the
+    # encoder's position table where it has one (BERT-family; T5 has relative positions).
+    position_limit = getattr(model.config.encoder_config, "max_position_embeddings", None)
+    max_encoder_length = min(args.max_length, position_limit) if position_limit else args.max_length
+    processor = LangBridgeProcessor.from_pretrained(source, max_encoder_length=max_encoder_length)
     return {
         "model": model,
         "processor": processor,
