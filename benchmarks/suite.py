@@ -58,8 +58,8 @@ class Options:
     logits: str = "targets"
     # Train on examples of at least this many encoder + LM tokens (the issue's "length >= 256" setting).
     min_example_length: int = 256
-    # Length-grouped batches by token counts (suggested for training/data.py) instead of the recipe's character
-    # counts, which GSM8K's digit-heavy answers (one SmolLM2 token per digit) make a poor proxy.
+    # Length-grouped batches by LM token counts (suggested for training/data.py) instead of the recipe's
+    # character counts, which GSM8K's digit-heavy answers (one SmolLM2 token per digit) make a poor proxy.
     group_by_tokens: bool = True
     # Also run once as `langbridge train` does today (character grouping, logits everywhere), for comparison.
     recipe_variant: bool = True
@@ -149,21 +149,23 @@ def _padded_tokens(batch: dict[str, torch.Tensor]) -> int:
     return batch["enc_ids"].numel() + _lm_slots(batch)
 
 
-def example_lengths(data: Any, processor: Any, chunk: int = 256) -> list[int]:
-    """Encoder + LM tokens of every training example, as the collator lays them out."""
+def example_lengths(data: Any, processor: Any, chunk: int = 256) -> tuple[list[int], list[int]]:
+    """(encoder + LM tokens, LM tokens) of every training example, as the collator lays them out."""
     collator = Collator(processor, append_eos=data.append_eos)
-    lengths = []
+    total, lm = [], []
     for start in range(0, len(data.train), chunk):
         batch = collator([data.train[i] for i in range(start, min(start + chunk, len(data.train)))])
-        lengths += (batch["encoder_attention_mask"].sum(1) + batch["attention_mask"].sum(1)).tolist()
-    return lengths
+        total += (batch["encoder_attention_mask"].sum(1) + batch["attention_mask"].sum(1)).tolist()
+        lm += batch["attention_mask"].sum(1).tolist()
+    return total, lm
 
 
 def load_training_data(processor: Any, cfg: Any, opts: Options) -> Any:
     """The recipe's data (build_data), restricted to examples of at least `min_example_length` tokens."""
     data = build_data(cfg.data, processor, cfg.seed)
-    lengths = example_lengths(data, processor)
-    data.token_lengths = lengths
+    lengths, lm_lengths = example_lengths(data, processor)
+    # Group by LM tokens: every LM position costs ~10x an encoder position (frozen encoder: forward only).
+    data.token_lengths = lm_lengths
     if opts.min_example_length > 1:
         kept = [i for i in data.train_indices if lengths[i] >= opts.min_example_length]
         if len(kept) < cfg.batch_size * (opts.warmup_steps + opts.train_steps):
