@@ -449,8 +449,14 @@ def main(argv: list[str] | None = None) -> int:
         phases = args.phases or (["train"] if name in ("paper", "tiny-mt5") else list(DEFAULT_PHASES))
         results["models"][name] = {}
 
-        def save() -> None:
+        def save(name: str = name) -> None:
             results["elapsed_s"] = time.perf_counter() - started
+            try:  # how busy the machine was as each phase ended (other jobs distort absolute numbers)
+                results["models"][name].setdefault("load_average_after_phase", []).append(
+                    round(os.getloadavg()[0], 2)
+                )
+            except OSError:
+                pass
             if args.output:
                 write_json(args.output, results)
 
