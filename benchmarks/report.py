@@ -66,15 +66,6 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{_num(ref.get('mean_example_length'), 0)} | |",
                 f"| {label} | training peak memory MB | {_mem(o)} | {_mem(ref)} | |",
             ]
-            today = t.get("ours_as_recipe_today")
-            if today:
-                lines += [
-                    f"| {label} | training tokens/s as `langbridge train` runs today (char grouping, all logits) | "
-                    f"{_num(today['tokens_per_s'])} | {_num(ref.get('tokens_per_s'))} | "
-                    f"{_num(today['tokens_per_s'] / ref['tokens_per_s'], 2) if ref else '-'} |",
-                    f"| {label} | training MFU as `langbridge train` runs today | {_pct(today['mfu'])} | | |",
-                    f"| {label} | padding share of LM positions, as today | {_pct(today['lm_padding_fraction'])} | | |",
-                ]
         rc = r.get("recipe")
         if rc and rc.get("tokens_per_s"):
             lines.append(f"| {label} | `langbridge train` tokens/s | {_num(rc['tokens_per_s'])} | | |")

@@ -67,11 +67,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-max-new-tokens", type=int, default=None)
     p.add_argument("--eval-batch", type=int, default=None)
     p.add_argument("--train-override", action="append", default=[], help="key=value for the training config")
-    p.add_argument(
-        "--full-logits",
-        action="store_true",
-        help="LM head on every position in training (what `langbridge train` does today) instead of targets only",
-    )
     args = p.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in SPECS]
@@ -102,7 +97,6 @@ def options_for(args: argparse.Namespace, model: str) -> Options:
         warmup_steps=1 if args.device == "cpu" else 3,
         train_batch=4 if quick else 8,
         repeats=1 if quick else 2,
-        recipe_variant=not quick,
         gen_tokens=16 if quick else 64,
         reference_gen_examples=2 if quick else 4,
         eval_questions=20 if quick else 100,
@@ -114,7 +108,6 @@ def options_for(args: argparse.Namespace, model: str) -> Options:
         scaling_contexts=(128, 512) if quick else (128, 512, 1024),
         scaling_decode_steps=4 if quick else 16,
         train_overrides=list(args.train_override),
-        logits="all" if args.full_logits else "targets",
     )
     if big and args.device == "cuda":
         opts.gen_tokens = 32 if quick else 64
@@ -299,19 +292,6 @@ def table(results: dict[str, Any]) -> str:
             rows.append(
                 (name, "train peak mem MB", _fmt(_mem(t["ours"])), _fmt(_mem(ref)) if ref else "-", "")
             )
-        today = t.get("ours_as_recipe_today") if t else None
-        if today:
-            ref = t.get("reference")
-            rows.append(
-                (
-                    name,
-                    "train tokens/s as `langbridge train` today",
-                    _fmt(today["tokens_per_s"]),
-                    _fmt(ref["tokens_per_s"]) if ref else "-",
-                    _fmt(today["tokens_per_s"] / ref["tokens_per_s"]) if ref else "",
-                )
-            )
-            rows.append((name, "train MFU as `langbridge train` today", f"{100 * today['mfu']:.1f}%", "", ""))
         rc = r.get("recipe")
         if rc and rc.get("tokens_per_s"):
             rows.append((name, "`langbridge train` tokens/s", _fmt(rc["tokens_per_s"]), "", ""))

@@ -29,6 +29,8 @@ from .flops import batch_lengths, train_shape, training_flops
 from .reference import OfficialReference, ReferenceBackend
 
 logger = logging.getLogger("benchmarks")
+# What `langbridge train` passes: the LM head and loss only where targets are.
+TARGET_LOGITS = {"logits_to_keep": "targets"}
 
 
 @dataclass
@@ -53,16 +55,8 @@ class Options:
     scaling_contexts: tuple[int, ...] = (128, 512, 1024)
     scaling_decode_steps: int = 16
     train_overrides: list[str] = field(default_factory=list)
-    # "targets": the LM head and loss only where targets are (LangBridgeModel's training fast path); "all": every
-    # position, as `langbridge train` does unless it passes logits_to_keep="targets".
-    logits: str = "targets"
     # Train on examples of at least this many encoder + LM tokens (the issue's "length >= 256" setting).
     min_example_length: int = 256
-    # Length-grouped batches by LM token counts (suggested for training/data.py) instead of the recipe's
-    # character counts, which GSM8K's digit-heavy answers (one SmolLM2 token per digit) make a poor proxy.
-    group_by_tokens: bool = True
-    # Also run once as `langbridge train` does today (character grouping, logits everywhere), for comparison.
-    recipe_variant: bool = True
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -149,24 +143,21 @@ def _padded_tokens(batch: dict[str, torch.Tensor]) -> int:
     return batch["enc_ids"].numel() + _lm_slots(batch)
 
 
-def example_lengths(data: Any, processor: Any, chunk: int = 256) -> tuple[list[int], list[int]]:
-    """(encoder + LM tokens, LM tokens) of every training example, as the collator lays them out."""
+def example_lengths(data: Any, processor: Any, chunk: int = 256) -> list[int]:
+    """Encoder + LM tokens of every training example, as the collator lays them out."""
     collator = Collator(processor, append_eos=data.append_eos)
-    total, lm = [], []
+    total = []
     for start in range(0, len(data.train), chunk):
         batch = collator([data.train[i] for i in range(start, min(start + chunk, len(data.train)))])
         total += (batch["encoder_attention_mask"].sum(1) + batch["attention_mask"].sum(1)).tolist()
-        lm += batch["attention_mask"].sum(1).tolist()
-    return total, lm
+    return total
 
 
 def load_training_data(processor: Any, cfg: Any, opts: Options) -> Any:
     """The recipe's data (build_data), restricted to examples of at least `min_example_length` tokens."""
     data = build_data(cfg.data, processor, cfg.seed)
-    lengths, lm_lengths = example_lengths(data, processor)
-    # Group by LM tokens: every LM position costs ~10x an encoder position (frozen encoder: forward only).
-    data.token_lengths = lm_lengths
     if opts.min_example_length > 1:
+        lengths = example_lengths(data, processor)
         kept = [i for i in data.train_indices if lengths[i] >= opts.min_example_length]
         if len(kept) < cfg.batch_size * (opts.warmup_steps + opts.train_steps):
             raise ValueError(
@@ -185,17 +176,10 @@ def _lm_slots(batch: dict[str, torch.Tensor]) -> int:
     return batch["input_ids"].numel() + enc.shape[0] * (int(batch["prefix_len"]) + enc.shape[1] + 1)
 
 
-def train_ours(
-    model: Any, processor: Any, cfg: Any, opts: Options, logits: str | None = None, group: str | None = None
-) -> dict[str, Any]:
-    """The recipe's training step (its data loader, collator, AdamW, clipping) over `train_steps` steps.
-    logits: "targets" / "all" (default opts.logits); group: "tokens" / "chars" (default from opts)."""
-    logits = logits or opts.logits
-    group = group or ("tokens" if opts.group_by_tokens else "chars")
+def train_ours(model: Any, processor: Any, cfg: Any, opts: Options) -> dict[str, Any]:
+    """The recipe's training step (its data loader with token-length grouping, collator, AdamW, clipping, the LM head
+    only at targets) over `train_steps` steps."""
     data = load_training_data(processor, cfg, opts)
-    if group == "tokens":
-        token_lengths = data.token_lengths
-        data.train.lengths = lambda: token_lengths  # what BatchIterator groups by
     collator = Collator(processor, append_eos=data.append_eos)
     stream = BatchIterator(data, cfg, collator, 0, 1)(0, 0)
     batches = (batch for _, _, batch in stream)
@@ -204,21 +188,17 @@ def train_ours(
     opt = torch.optim.AdamW(params, lr=cfg.optim.lr_bridge, fused=opts.device.type == "cuda")
     try:
         return _train_loop(
-            lambda b: model(**b, **({"logits_to_keep": "targets"} if logits == "targets" else {})).loss,
+            lambda b: model(**b, **TARGET_LOGITS).loss,
             batches,
             batch_lengths,
             params,
             opt,
             opts,
             train_shape(model),
-        ) | {"logits": logits, "grouping": group}
+        )
     finally:
         model.zero_grad(set_to_none=True)
         model.eval()
-
-
-def _logits_kwargs(opts: Options) -> dict[str, Any]:
-    return {"logits_to_keep": "targets"} if opts.logits == "targets" else {}
 
 
 def train_reference(model: Any, processor: Any, cfg: Any, opts: Options) -> dict[str, Any]:
@@ -227,7 +207,7 @@ def train_reference(model: Any, processor: Any, cfg: Any, opts: Options) -> dict
     assert data.train is not None
     # The official DataLoader: shuffle=True, no length grouping.
     sampler = EpochBatchSampler(
-        data.train_indices, data.train.lengths(), cfg.batch_size, cfg.seed, 0, group_by_length=False
+        data.train_indices, [0] * len(data.train), cfg.batch_size, cfg.seed, 0, group_by_length=False
     )
     loader = DataLoader(
         data.train, batch_sampler=sampler, collate_fn=lambda ex: ref.collate(ex, data.append_eos)
@@ -279,7 +259,7 @@ def bare_step(
             sync(opts.device)
             t0 = time.perf_counter()
             with autocast(opts.device, opts.dtype):
-                loss = model(**batch, **_logits_kwargs(opts)).loss
+                loss = model(**batch, **TARGET_LOGITS).loss
             loss.backward()
             sync(opts.device)
             best = min(best, time.perf_counter() - t0)
@@ -292,16 +272,13 @@ def bare_step(
 
 def training_phase(pair: Any, ref_model: Any, cfg: Any, opts: Options) -> dict[str, Any]:
     """Ours and the reference alternately, `repeats` times each, with the matmul peak measured before each."""
-    runs: dict[str, list] = {"ours": [], "ours_as_recipe_today": [], "reference": []}
+    runs: dict[str, list] = {"ours": [], "reference": []}
     peaks = []
-    for i in range(opts.repeats):
+    for _ in range(opts.repeats):
         peak = measure_machine_peak(opts.device, opts.dtype)
         peaks.append(peak)
         runs["ours"].append(train_ours(pair.model, pair.processor, cfg, opts) | {"peak": peak})
         runs["ours"][-1]["bare"] = bare_step(pair.model, pair.processor, runs["ours"][-1], opts)
-        if opts.recipe_variant and i == 0:
-            today = train_ours(pair.model, pair.processor, cfg, opts, logits="all", group="chars")
-            runs["ours_as_recipe_today"].append(today | {"peak": peak})
         if opts.reference:
             runs["reference"].append(train_reference(ref_model, pair.processor, cfg, opts) | {"peak": peak})
     peak = max(p["peak_flops"] for p in peaks)
@@ -334,10 +311,6 @@ def training_phase(pair: Any, ref_model: Any, cfg: Any, opts: Options) -> dict[s
             out[name]["bare_forward_backward_mfu"] = max(bare) / peak
         if "peak_gpu_mb" in rs[0]:
             out[name]["peak_gpu_mb"] = max(r["peak_gpu_mb"] for r in rs)
-    if runs["ours_as_recipe_today"]:
-        out["speedup_vs_recipe_today"] = (
-            out["ours"]["tokens_per_s"] / out["ours_as_recipe_today"]["tokens_per_s"]
-        )
     if runs["reference"]:
         out["speedup_tokens_per_s"] = out["ours"]["tokens_per_s"] / out["reference"]["tokens_per_s"]
     return out
@@ -575,7 +548,7 @@ def scaling_phase(pair: Any, cfg: Any, opts: Options, reps: int = 2) -> dict[str
             sync(dev)
             t0 = time.perf_counter()
             with autocast(dev, opts.dtype):
-                loss = model(**batch, **_logits_kwargs(opts)).loss
+                loss = model(**batch, **TARGET_LOGITS).loss
             loss.backward()
             sync(dev)
             best = min(best, time.perf_counter() - t0)

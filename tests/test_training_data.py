@@ -21,6 +21,7 @@ from langbridge.training.data import (
     DocumentSplitter,
     EpochBatchSampler,
     Example,
+    LabeledDataset,
     StreamingBatches,
     batches_per_epoch,
     build_data,
@@ -28,6 +29,7 @@ from langbridge.training.data import (
     group_batches,
     iter_records,
     labeled_example,
+    token_lengths,
 )
 from langbridge.training.templates import ALPACA_PREAMBLE, TEMPLATES, get_template
 
@@ -395,6 +397,31 @@ def test_epoch_batches_are_deterministic_complete_and_length_grouped():
     assert padding(first) < 0.5 * padding(ungrouped)
     # Resuming at batch k yields exactly the rest of the epoch.
     assert batches(start=9) == first[9:]
+
+
+def test_batches_are_grouped_by_tokens_not_characters(processor):
+    # Characters misjudge token counts (many LM tokenizers spend a token per digit); grouping must use the
+    # token counts the collator pads to.
+    examples = [Example("q " * (i % 7 + 1), " ".join(str(d) for d in range(i % 11 + 1))) for i in range(40)]
+    lengths = token_lengths(LabeledDataset(examples), processor)
+    collator = Collator(processor, append_eos=True)
+    for i, ex in enumerate(examples):
+        batch = collator([ex])
+        assert (
+            lengths[i]
+            == int(batch["encoder_attention_mask"].sum())
+            - _encoder_specials(processor)
+            + int((batch["labels"] != -100).sum())
+            - 1
+        )  # the appended EOS is a target too
+    capped = token_lengths(LabeledDataset([Example("word " * 500, "x")]), processor)
+    assert capped[0] <= processor.max_encoder_length + processor.max_lm_length
+
+
+def _encoder_specials(processor) -> int:
+    return len(processor.encoder_tokenizer("a")["input_ids"]) - len(
+        processor.encoder_tokenizer("a", add_special_tokens=False)["input_ids"]
+    )
 
 
 def test_ranks_get_disjoint_equal_shares_of_the_same_global_order():

@@ -340,9 +340,6 @@ class LabeledDataset(Dataset):
     def __getitem__(self, i: int) -> Example:
         return self.examples[i]
 
-    def lengths(self) -> list[int]:
-        return [e.length for e in self.examples]
-
 
 class DocumentDataset(Dataset):
     """Unlabeled documents; split points are computed once up front (batched) so lengths are known for grouping."""
@@ -361,11 +358,21 @@ class DocumentDataset(Dataset):
     def __getitem__(self, i: int) -> Example:
         return self.splitter.make(self.docs[i], self.offsets[i])
 
-    def lengths(self) -> list[int]:
-        return [
-            o + min(len(d) - o, self.splitter.tail_chars)
-            for d, o in zip(self.docs, self.offsets, strict=True)
+
+def token_lengths(dataset: LabeledDataset | DocumentDataset, processor: Any, chunk: int = 1024) -> list[int]:
+    """Encoder tokens + target tokens of every example, capped at the processor's limits: what length grouping
+    sorts by. The LM reads one soft token per encoder token, so this tracks the costly LM length too; characters
+    are a poor proxy (one SmolLM2 token per digit in GSM8K answers, several bytes per token in Thai)."""
+    out: list[int] = []
+    for start in range(0, len(dataset), chunk):
+        examples = [dataset[i] for i in range(start, min(start + chunk, len(dataset)))]
+        enc = processor.encoder_tokenizer([e.encoder_text for e in examples], add_special_tokens=False)
+        tgt = processor.lm_tokenizer([e.target for e in examples], add_special_tokens=False)
+        out += [
+            min(len(a), processor.max_encoder_length) + min(len(b), processor.max_lm_length)
+            for a, b in zip(enc["input_ids"], tgt["input_ids"], strict=True)
         ]
+    return out
 
 
 # ----------------------------------------------------------------------------- batching

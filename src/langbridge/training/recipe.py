@@ -39,6 +39,7 @@ from langbridge.training.data import (
     build_data,
     count_tokens,
     eval_batches,
+    token_lengths,
 )
 from langbridge.utils import atomic_write_text
 
@@ -281,7 +282,7 @@ class BatchIterator:
         self.data, self.cfg, self.collator, self.rank, self.world = data, cfg, collator, rank, world
         d = cfg.data
         if data.train is not None:
-            self.lengths = data.train.lengths()
+            self.lengths = token_lengths(data.train, collator.processor)
         else:
             assert data.stream is not None
             self.streaming = StreamingBatches(
@@ -500,7 +501,7 @@ def held_out_loss(model: Any, accelerator: Any, examples: list, collator: Collat
         batch = {k: v.to(accelerator.device) for k, v in collator(batch_examples).items()}
         n = int((batch["labels"][:, 1:] != -100).sum())
         with accelerator.autocast():
-            out = model(**batch, use_cache=False)
+            out = model(**batch, use_cache=False, logits_to_keep="targets")
         if counts and n:
             total[0] += out.loss.double() * n
             total[1] += n
@@ -688,7 +689,8 @@ def _train(cfg: TrainConfig, resume: bool) -> Path:
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             with accelerator.accumulate(model):
                 with accelerator.autocast():
-                    out = model(**batch, use_cache=False)
+                    # The LM head and loss run only where targets are: same loss and gradients, less work.
+                    out = model(**batch, use_cache=False, logits_to_keep="targets")
                 # A batch whose targets were all truncated away has no loss; keep the graph (DDP) with a zero.
                 loss = out.loss if targets else out.logits.sum() * 0.0
                 accelerator.backward(loss)
