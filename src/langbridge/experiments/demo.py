@@ -994,7 +994,12 @@ def add_parsers(subparsers: Any) -> None:
         default=None,
         help="with --report-only: rewrite the generated blocks (<!-- demo:NAME -->) of this RESULTS.md",
     )
-    p.add_argument("--pilot-dir", default=None, help="with --results-md: the --pilot output folder to report")
+    p.add_argument(
+        "--pilot-dir",
+        action="append",
+        default=[],
+        help="with --results-md: a --pilot output folder to report (repeat for several pilots)",
+    )
     p.add_argument("--figures", default=None, help="folder for the ablation figures (default OUTPUT/figures)")
     p.set_defaults(func=run_cli)
 

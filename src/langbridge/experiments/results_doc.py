@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -223,10 +224,10 @@ def comparison(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def status(demo_dir: Path, pilot_dir: Path | None) -> str:
+def status(demo_dir: Path, pilot_dirs: Sequence[Path]) -> str:
     """Which stages of the runs have finished (from the files they leave), so partial tables are labelled."""
     settings = _read(demo_dir / "settings.json") or {}
-    rows = [("pilot (dev data)", pilot_dir is not None and (pilot_dir / "pilot.json").exists())]
+    rows = [(f"pilot (dev data), {d.name}", (d / "pilot.json").exists()) for d in pilot_dirs]
     rows.append(("LM alone evaluated (test)", (demo_dir / "scores" / "lm_alone.json").exists()))
     for seed in settings.get("seeds", []):
         rows.append(
@@ -243,10 +244,11 @@ def status(demo_dir: Path, pilot_dir: Path | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_blocks(demo_dir: str | Path, pilot_dir: str | Path | None = None) -> dict[str, str]:
+def render_blocks(demo_dir: str | Path, pilot_dirs: Sequence[str | Path] = ()) -> dict[str, str]:
     from .demo import report_markdown
 
     demo_dir = Path(demo_dir)
+    pilots = [Path(d) for d in pilot_dirs]
     results = _read(demo_dir / "results.json")
     blocks: dict[str, str] = {}
     if results is not None:
@@ -254,11 +256,11 @@ def render_blocks(demo_dir: str | Path, pilot_dir: str | Path | None = None) -> 
         blocks["main"] = report_markdown(results)
         blocks["timing"] = timing(results, demo_dir)
         blocks["comparison"] = comparison(results)
-    blocks["status"] = status(demo_dir, Path(pilot_dir) if pilot_dir is not None else None)
+    blocks["status"] = status(demo_dir, pilots)
     blocks["pca"] = pca_block(demo_dir)
     blocks["ablations"] = ablations_block(demo_dir)
-    if pilot_dir is not None:
-        blocks["pilot"] = pilot_block(Path(pilot_dir))
+    if pilots:
+        blocks["pilot"] = "\n".join(pilot_block(d) for d in pilots)
     return blocks
 
 
@@ -276,14 +278,14 @@ def fill_markers(text: str, blocks: dict[str, str]) -> str:
 
 
 def update_results_md(
-    path: str | Path, demo_dir: str | Path, pilot_dir: str | Path | None = None
+    path: str | Path, demo_dir: str | Path, pilot_dirs: Sequence[str | Path] = ()
 ) -> list[str]:
     """Rewrite the generated blocks of RESULTS.md in place; returns the names of the blocks filled."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; it must exist with <!-- demo:NAME --> markers")
     text = path.read_text(encoding="utf-8")
-    blocks = render_blocks(demo_dir, pilot_dir)
+    blocks = render_blocks(demo_dir, pilot_dirs)
     present = [m.group("name") for m in MARKER.finditer(text)]
     # The PCA plot of the analysis command goes next to the ablation figures, where RESULTS.md links it.
     pca_png = Path(demo_dir) / "pca" / "pca.png"
