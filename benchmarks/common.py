@@ -97,19 +97,36 @@ def measure_machine_peak(device: torch.device, dtype: torch.dtype, seconds: floa
     }
 
 
+def busy_cores(seconds: float = 1.0) -> float | None:
+    """Cores that other processes keep busy now, from /proc/stat over `seconds` (None where unreadable). Unlike the
+    load average, which lags a minute, this sees a job that has just ended as gone."""
+
+    def read() -> tuple[int, int]:
+        values = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return sum(values), values[3] + values[4]  # all ticks, idle + iowait ticks
+
+    try:
+        total0, idle0 = read()
+        time.sleep(seconds)
+        total1, idle1 = read()
+    except (OSError, ValueError, IndexError):
+        return None
+    ticks = total1 - total0
+    return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / ticks) if ticks > 0 else None
+
+
 def choose_threads(requested: str | int | None) -> tuple[int, str]:
     """(threads, why). "auto": all cores on an idle machine, one thread when other processes already keep the
     cores busy: OpenMP work split over descheduled threads then waits a scheduler slice at every barrier."""
     cores = os.cpu_count() or 1
     if requested not in (None, "auto"):
         return int(requested), "requested"
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        return cores, "all cores (load unknown)"
-    if load > cores - 0.5:
-        return 1, f"1 thread: load average {load:.1f} on {cores} cores (shared machine)"
-    return cores, f"{cores} threads: load average {load:.1f} on {cores} cores"
+    busy = busy_cores()
+    if busy is None:
+        return cores, "all cores (CPU use of other processes unknown)"
+    if busy > 0.5:
+        return 1, f"1 thread: other processes keep {busy:.1f} of {cores} cores busy (shared machine)"
+    return cores, f"{cores} threads: other processes use {busy:.1f} of {cores} cores"
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks.common import busy_cores, choose_threads  # noqa: E402
 from benchmarks.flops import batch_lengths, train_shape, training_flops  # noqa: E402
 from benchmarks.reference import OfficialReference  # noqa: E402
 from benchmarks.suite import _synthetic_batch  # noqa: E402
@@ -111,3 +112,13 @@ def test_reference_generation_stops(tiny_langbridge):
     text = processor.lm_tokenizer.decode(free[1:3])
     by_string = ref.generate_one(TEXTS[0], processor.lm_prompt, 6, stop=[text])
     assert len(by_string) <= 3 and by_string == free[: len(by_string)]
+
+
+def test_thread_choice_reads_current_cpu_use():
+    import os
+
+    busy = busy_cores(0.05)
+    assert busy is None or 0.0 <= busy <= (os.cpu_count() or 1) + 1e-6
+    threads, why = choose_threads("auto")
+    assert 1 <= threads <= (os.cpu_count() or 1) and why
+    assert choose_threads(3) == (3, "requested")
