@@ -72,19 +72,20 @@ def markdown(results: dict[str, Any]) -> str:
         g = r.get("generate")
         if g:
             ref = g.get("reference", {})
-            for b, v in g["ours"].items():
-                ratio = g.get("speedup_vs_reference", {}).get(b)
-                lines.append(
-                    f"| {label} | generation tokens/s, batch {b} | {_num(v['tokens_per_s'])} | "
-                    f"{_num(ref.get('tokens_per_s'))} | {_num(ratio, 2)} |"
-                )
-            for b, v in g["ours"].items():
-                if "decode_tokens_per_s" in v:
-                    ratio = g.get("decode_speedup_vs_reference", {}).get(b)
-                    lines.append(
-                        f"| {label} | decode tokens/s (after the first token), batch {b} | "
-                        f"{_num(v['decode_tokens_per_s'])} | {_num(ref.get('decode_tokens_per_s'))} | {_num(ratio, 2)} |"
-                    )
+            for what, key, speedup in (
+                ("generation tokens/s", "tokens_per_s", "speedup_vs_reference"),
+                (
+                    "decode tokens/s (after the first token)",
+                    "decode_tokens_per_s",
+                    "decode_speedup_vs_reference",
+                ),
+            ):
+                for b, v in g["ours"].items():
+                    if key in v:
+                        lines.append(
+                            f"| {label} | {what}, batch {b} | {_num(v[key])} | {_num(ref.get(key))} | "
+                            f"{_num(g.get(speedup, {}).get(b), 2)} |"
+                        )
             last = list(g["ours"])[-1]
             lines.append(
                 f"| {label} | generation batch {last} / batch 1 | {_num(g['batch_scaling'][last], 1)} | | |"

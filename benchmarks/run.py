@@ -31,6 +31,11 @@ from benchmarks.data import find_data_dir, mgsm_questions, text_sample, training
 from benchmarks.models import SPECS, build_pair, fp32_copy
 from benchmarks.suite import Options, evaluation_phase, generation_phase, scaling_phase, training_phase
 
+# (row label, tokens/s key of a generation result, its speedup-vs-reference key): whole call, then decode only.
+GENERATION_ROWS = (
+    ("gen", "tokens_per_s", "speedup_vs_reference"),
+    ("decode", "decode_tokens_per_s", "decode_speedup_vs_reference"),
+)
 SCALING_SERIES = ("over_batch", "over_length", "collate_over_examples", "decode_over_context")
 PHASES = ("train", "generate", "evaluate", "scaling", "recipe")
 DEFAULT_PHASES = ("train", "generate", "evaluate", "scaling")
@@ -297,29 +302,18 @@ def table(results: dict[str, Any]) -> str:
             rows.append((name, "`langbridge train` tokens/s", _fmt(rc["tokens_per_s"]), "", ""))
         g = r.get("generate")
         if g:
-            for b, v in g["ours"].items():
-                ratio = g.get("speedup_vs_reference", {}).get(b)
-                rows.append(
-                    (
-                        name,
-                        f"gen tokens/s b={b}",
-                        _fmt(v["tokens_per_s"]),
-                        _fmt(g.get("reference", {}).get("tokens_per_s")),
-                        _fmt(ratio),
-                    )
-                )
-            for b, v in g["ours"].items():
-                if "decode_tokens_per_s" in v:
-                    ratio = g.get("decode_speedup_vs_reference", {}).get(b)
-                    rows.append(
-                        (
-                            name,
-                            f"decode tokens/s b={b}",
-                            _fmt(v["decode_tokens_per_s"]),
-                            _fmt(g.get("reference", {}).get("decode_tokens_per_s")),
-                            _fmt(ratio),
+            for label, key, speedup in GENERATION_ROWS:
+                for b, v in g["ours"].items():
+                    if key in v:
+                        rows.append(
+                            (
+                                name,
+                                f"{label} tokens/s b={b}",
+                                _fmt(v[key]),
+                                _fmt(g.get("reference", {}).get(key)),
+                                _fmt(g.get(speedup, {}).get(b)),
+                            )
                         )
-                    )
             b_last = list(g["ours"])[-1]
             rows.append((name, f"gen b={b_last} / b=1", _fmt(g["batch_scaling"][b_last]), "", ""))
             if "decode_batch_scaling" in g:
