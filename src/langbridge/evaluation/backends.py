@@ -3,14 +3,15 @@
 Both take the same requests: a LangBridge encoder reads `encoder_text` and its LM continues after the
 checkpoint's lm_prompt; the LM alone reads `full_prompt` as tokens. Requests are batched sorted by length
 with left padding, identical prompts run once (sampled copies come from `num_return_sequences`, so the
-encoder runs once per example), and outputs are cut at the stop strings.
+encoder runs once per example), and outputs are cut at the stop strings. Greedy requests are decoded with
+continuous batching (continuous.py) where the LM's cache allows it, else with `generate`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -18,6 +19,7 @@ import torch
 from transformers import GenerationConfig
 
 from ..utils import resolve_model_name
+from .continuous import continuous_greedy, forward_next_token_logits, supports_continuous_batching
 from .requests import (
     INSTRUCTION_TEMPLATES,
     GenerationRequest,
@@ -121,6 +123,10 @@ class _Backend:
     kind: str
     batch_size: int
     device: torch.device
+    model: Any
+    continuous_batching: bool  # greedy requests: continuous batching rather than `generate`
+    _lm_tokenizer: Any
+    _eos: list[int]
 
     def _prompt_key(self, request: GenerationRequest) -> tuple:
         raise NotImplementedError
@@ -148,17 +154,37 @@ class _Backend:
     def _generate_batch(self, requests: list[GenerationRequest], n: int) -> list[str]:
         raise NotImplementedError
 
-    @torch.no_grad()
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        requests = list(requests)
         results: list[str | None] = [None] * len(requests)
+        for i, text in self.generate_stream(requests):
+            results[i] = text
+        return results  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def generate_stream(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, str]]:
+        """(index, output) for every request, as outputs complete: pass the whole queue, so that continuous
+        batching can keep its batch full."""
+        requests = list(requests)
         # Identical prompts (e.g. the n samples of one HumanEval problem) are generated together.
         unique: dict[tuple, list[int]] = {}
         for i, r in enumerate(requests):
             unique.setdefault((r.generation_key(), self._prompt_key(r)), []).append(i)
+
+        def done(idxs: list[int], out: str) -> Iterator[tuple[int, str]]:
+            for i in idxs:
+                yield i, truncate_at_stop(out, requests[i].stop)
+
         groups: dict[tuple, list[list[int]]] = {}
+        greedy: list[list[int]] = []
         for (gen_key, _), idxs in unique.items():
-            groups.setdefault(gen_key, []).append(idxs)
+            if self.continuous_batching and not requests[idxs[0]].do_sample:
+                greedy.append(idxs)  # greedy rows of any budget and stop strings share one running batch
+            else:
+                groups.setdefault(gen_key, []).append(idxs)
+        if greedy:
+            greedy.sort(key=lambda idxs: -self._prompt_length(requests[idxs[0]]))
+            for j, out in self._generate_continuous([requests[idxs[0]] for idxs in greedy]):
+                yield from done(greedy[j], out)
         for members in groups.values():
             # Longest first: a batch that does not fit in memory fails at once, and padding stays small.
             members.sort(key=lambda idxs: -self._prompt_length(requests[idxs[0]]))
@@ -171,7 +197,7 @@ class _Backend:
                     outs = self._generate_batch([requests[idxs[0]] for idxs in chunk], n)
                     for j, idxs in enumerate(chunk):
                         for s, i in enumerate(idxs):
-                            results[i] = outs[j * n + s]
+                            yield i, truncate_at_stop(outs[j * n + s], requests[i].stop)
                 continue
             if sampled:
                 # Uneven copy counts: every copy is its own row.
@@ -180,9 +206,33 @@ class _Backend:
                 chunk = members[start : start + self.batch_size]
                 outs = self._generate_batch([requests[idxs[0]] for idxs in chunk], 1)
                 for out, idxs in zip(outs, chunk, strict=True):
-                    for i in idxs:
-                        results[i] = out
-        return [truncate_at_stop(out, r.stop) for out, r in zip(results, requests, strict=True)]
+                    yield from done(idxs, out)
+
+    def _prefill(self, requests: list[GenerationRequest]) -> tuple[torch.Tensor, Any, torch.Tensor]:
+        """Next-token logits, KV cache and attention mask of the left-padded prompts."""
+        raise NotImplementedError
+
+    def _generate_continuous(self, requests: list[GenerationRequest]) -> Iterator[tuple[int, str]]:
+        """Greedy outputs with continuous batching, as (index into `requests`, text) in order of completion."""
+        tokenizer = self._lm_tokenizer
+
+        def hit_stop(i: int, ids: list[int]) -> bool:
+            stops = requests[i].stop
+            if not stops:
+                return False
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            return any(s and s in text for s in stops)
+
+        answers = continuous_greedy(
+            self.model,
+            lambda idx: self._prefill([requests[i] for i in idx]),
+            [r.max_new_tokens for r in requests],
+            self.batch_size,
+            self._eos,
+            hit_stop,
+        )
+        for j, ids in answers:
+            yield j, tokenizer.decode(ids, skip_special_tokens=True)
 
     def _generation_config(
         self, request: GenerationRequest, n: int, pad_id: int, eos_ids: list[int]
@@ -236,6 +286,7 @@ class _Backend:
             "kind": self.kind,
             "device": str(self.device),
             "batch_size": self.batch_size,
+            "continuous_batching": self.continuous_batching,
         }
 
 
@@ -245,7 +296,13 @@ class LangBridgeBackend(_Backend):
     kind = "langbridge"
 
     def __init__(
-        self, model: Any, processor: Any, batch_size: int = 8, name: str | None = None, device: Any = None
+        self,
+        model: Any,
+        processor: Any,
+        batch_size: int = 8,
+        name: str | None = None,
+        device: Any = None,
+        continuous_batching: bool = True,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
@@ -259,6 +316,8 @@ class LangBridgeBackend(_Backend):
         # Over-long few-shot prompts keep their end (the question) rather than their start.
         self.processor.encoder_tokenizer.truncation_side = "left"
         self._eos = _eos_ids(model.lm, processor.lm_tokenizer)
+        self._lm_tokenizer = processor.lm_tokenizer
+        self.continuous_batching = continuous_batching and supports_continuous_batching(model.lm.config)
         enc_tok = processor.encoder_tokenizer
         # What the encoder reads for an empty context: its end-of-sequence token alone, the counterpart of a
         # plain LM conditioning on EOS (the processor refuses empty text).
@@ -304,13 +363,23 @@ class LangBridgeBackend(_Backend):
             proc.lm_tokenizer, request.continuation
         )
 
-    def _generate_batch(self, requests: list[GenerationRequest], n: int) -> list[str]:
+    def _prompt_batch(self, requests: list[GenerationRequest]) -> Any:
         proc = self.processor
-        batch = proc(
+        return proc(
             [self._encoder_text(r.encoder_text) for r in requests],
             lm_prompts=[resolve_lm_prompt(r, proc.lm_prompt) for r in requests],
             padding_side="left",
         ).to(self.device)
+
+    def _prefill(self, requests: list[GenerationRequest]) -> tuple[torch.Tensor, Any, torch.Tensor]:
+        batch = dict(self._prompt_batch(requests))
+        ids, mask = batch.pop("input_ids"), batch.pop("attention_mask")
+        logits, cache = forward_next_token_logits(self.model, ids, mask, **batch)
+        return logits, cache, mask
+
+    def _generate_batch(self, requests: list[GenerationRequest], n: int) -> list[str]:
+        proc = self.processor
+        batch = self._prompt_batch(requests)
         first = requests[0]
         ids = self.model.generate(
             **batch,
@@ -354,7 +423,13 @@ class CausalLMBackend(_Backend):
     kind = "causal-lm"
 
     def __init__(
-        self, lm: Any, tokenizer: Any, batch_size: int = 8, name: str | None = None, device: Any = None
+        self,
+        lm: Any,
+        tokenizer: Any,
+        batch_size: int = 8,
+        name: str | None = None,
+        device: Any = None,
+        continuous_batching: bool = True,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
@@ -373,6 +448,8 @@ class CausalLMBackend(_Backend):
         self.name = name or getattr(lm.config, "name_or_path", None) or "causal-lm"
         self._bos = _adds_bos(tokenizer)
         self._eos = _eos_ids(lm, tokenizer)
+        self._lm_tokenizer = tokenizer
+        self.continuous_batching = continuous_batching and supports_continuous_batching(lm.config)
         positions = getattr(lm.config, "max_position_embeddings", None) or getattr(
             lm.config, "n_positions", None
         )
@@ -414,11 +491,20 @@ class CausalLMBackend(_Backend):
                 mask[i, width - len(r) :] = 1
         return ids.to(self.device), mask.to(self.device)
 
+    def _prompt_ids(self, requests: list[GenerationRequest]) -> tuple[torch.Tensor, torch.Tensor]:
+        # Keep the end of an over-long prompt, next to the answer.
+        return self._left_pad(
+            [self._encode(r.full_prompt)[-max(1, self.max_length - r.max_new_tokens) :] for r in requests]
+        )
+
+    def _prefill(self, requests: list[GenerationRequest]) -> tuple[torch.Tensor, Any, torch.Tensor]:
+        input_ids, attention_mask = self._prompt_ids(requests)
+        logits, cache = forward_next_token_logits(self.model, input_ids, attention_mask)
+        return logits, cache, attention_mask
+
     def _generate_batch(self, requests: list[GenerationRequest], n: int) -> list[str]:
         first = requests[0]
-        budget = max(1, self.max_length - first.max_new_tokens)
-        rows = [self._encode(r.full_prompt)[-budget:] for r in requests]  # keep the end, next to the answer
-        input_ids, attention_mask = self._left_pad(rows)
+        input_ids, attention_mask = self._prompt_ids(requests)
         ids = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,

@@ -207,14 +207,19 @@ class LangBridgeLM(LM):
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         gens = [self._generation_request(r.args[0], r.args[1] if len(r.args) > 1 else None) for r in requests]
-        order = sorted(
-            range(len(gens)), key=lambda i: (-self._tokens(gens[i].encoder_text), gens[i].encoder_text)
-        )
         outputs: list[str | None] = [None] * len(gens)
-        for chunk in self._chunks(order, "langbridge generate_until", disable_tqdm):
-            for i, text in zip(chunk, self.backend.generate([gens[i] for i in chunk]), strict=True):
+        # The whole queue at once: the backend sorts it and keeps its batch full (continuous batching).
+        bar = tqdm(
+            total=len(gens),
+            desc="langbridge generate_until",
+            disable=disable_tqdm or self.rank != 0,
+            unit="req",
+        )
+        with bar:
+            for i, text in self.backend.generate_stream(gens):
                 outputs[i] = text
                 self.cache_hook.add_partial("generate_until", requests[i].args, text)
+                bar.update(1)
         return outputs  # type: ignore[return-value]
 
     # Chat templates: a LangBridge checkpoint puts its LM prompt (the assistant-turn opener) after the soft tokens

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -406,6 +406,36 @@ def _prompt_length(unit: _Unit, backend: Any) -> int:
     return measure(req) if measure else max(len(req.full_prompt), len(req.encoder_text))
 
 
+def _answered_batches(
+    task: Task, backend: EvalModel, pending: list[_Unit], per_batch: int
+) -> Iterator[tuple[list[_Unit], list[Any]]]:
+    """(units, model outputs) in groups of `per_batch`. Generation hands the backend the whole queue when it can
+    stream (continuous batching keeps its batch full) and groups answers in the order they complete."""
+    if task.kind != "loglikelihood" and hasattr(backend, "generate_stream"):
+        done: list[tuple[_Unit, str]] = []
+        for i, out in backend.generate_stream([u.request for u in pending]):
+            done.append((pending[i], out))
+            if len(done) == per_batch:
+                yield [u for u, _ in done], [o for _, o in done]
+                done = []
+        if done:
+            yield [u for u, _ in done], [o for _, o in done]
+        return
+    for start in range(0, len(pending), per_batch):
+        batch = pending[start : start + per_batch]
+        if task.kind != "loglikelihood":
+            yield batch, backend.generate([u.request for u in batch])  # type: ignore[misc]
+            continue
+        scores = backend.loglikelihood([r for u in batch for r in u.request])  # type: ignore[union-attr]
+        outputs: list[Any] = []
+        pos = 0
+        for u in batch:
+            k = len(u.request)  # type: ignore[arg-type]
+            outputs.append(scores[pos : pos + k])
+            pos += k
+        yield batch, outputs
+
+
 def _run_units(
     task: Task,
     backend: EvalModel,
@@ -434,21 +464,9 @@ def _run_units(
     desc = f"{task.name} ({langs[0]})" if len(langs) == 1 else f"{task.name} ({len(langs)} languages)"
     # tqdm's rate and remaining time are the examples/s and ETA.
     bar = tqdm(total=len(pending), desc=desc, unit="ex", disable=not progress, dynamic_ncols=True)
-    n_correct = 0
+    n_correct = n_seen = 0
     try:
-        for start in range(0, len(pending), per_batch):
-            batch = pending[start : start + per_batch]
-            if task.kind == "loglikelihood":
-                flat = [r for u in batch for r in u.request]  # type: ignore[union-attr]
-                scores = backend.loglikelihood(flat)
-                outputs: list[Any] = []
-                pos = 0
-                for u in batch:
-                    k = len(u.request)  # type: ignore[arg-type]
-                    outputs.append(scores[pos : pos + k])
-                    pos += k
-            else:
-                outputs = backend.generate([u.request for u in batch])  # type: ignore[misc]
+        for batch, outputs in _answered_batches(task, backend, pending, per_batch):
             extracted = [task.extract(out, u.example) for out, u in zip(outputs, batch, strict=True)]
             if task.score_many is not None:
                 kwargs = {"max_workers": sandbox_workers} if (sandbox_workers and task.kind == "code") else {}
@@ -483,8 +501,9 @@ def _run_units(
             if log is not None:
                 log.flush()
                 os.fsync(log.fileno())
+            n_seen += len(batch)
             bar.update(len(batch))
-            bar.set_postfix(acc=f"{n_correct / min(start + len(batch), len(pending)):.3f}", refresh=False)
+            bar.set_postfix(acc=f"{n_correct / n_seen:.3f}", refresh=False)
     finally:
         bar.close()
         if log is not None:

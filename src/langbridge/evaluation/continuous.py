@@ -1,0 +1,155 @@
+"""Continuous batching for greedy evaluation: a finished answer leaves the batch and the next prompt takes its place.
+
+`generate` keeps every row of a batch until its longest answer ends, so short answers wait for the long one (MGSM
+answers average ~50 tokens against a 128-token budget) and each decoding step pays for finished rows. Here a step
+decodes only unfinished rows; once a quarter of the batch has finished, the next prompts are prefilled and their KV
+cache is joined to the running one, left-padded to a common width. Padded cache slots are masked and take no
+position ids (positions count attended tokens), so an answer does not depend on which rows share its batch.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+__all__ = ["supports_continuous_batching", "forward_next_token_logits", "continuous_greedy"]
+
+# prefill(request indices) -> (next-token logits [k, V], KV cache, attention mask [k, L])
+Prefill = Callable[[list[int]], tuple[torch.Tensor, DynamicCache, torch.Tensor]]
+
+
+def supports_continuous_batching(lm_config: Any) -> bool:
+    """Whether the LM's KV cache is a plain full-attention cache whose rows can be dropped and joined. Sliding-window,
+    recurrent and encoder-decoder models keep using `generate`."""
+    if getattr(lm_config, "is_encoder_decoder", False):
+        return False
+    try:
+        layers = DynamicCache(config=lm_config).layers
+    except Exception:  # a config DynamicCache cannot describe: leave it to `generate`
+        return False
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
+def forward_next_token_logits(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    cache: DynamicCache | None = None,
+    **inputs: Any,
+) -> tuple[torch.Tensor, DynamicCache]:
+    """One forward pass that returns the logits of the next token and the updated cache. Position ids come from the
+    attention mask, so left padding (of the prompt or of a joined cache) does not shift an example."""
+    width = input_ids.shape[1]
+    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -width:]
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=positions,
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=1,
+        **inputs,
+    )
+    return out.logits[:, -1].float(), out.cache
+
+
+def _left_pad(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    missing = width - t.shape[dim]
+    if missing == 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
+def _join(
+    cache: DynamicCache, mask: torch.Tensor, other: DynamicCache, other_mask: torch.Tensor
+) -> tuple[DynamicCache, torch.Tensor]:
+    """Stack two caches along the batch, each left-padded to the wider one."""
+    width = max(mask.shape[1], other_mask.shape[1])
+    layers = [
+        (
+            torch.cat([_left_pad(a.keys, width, -2), _left_pad(b.keys, width, -2)]),
+            torch.cat([_left_pad(a.values, width, -2), _left_pad(b.values, width, -2)]),
+        )
+        for a, b in zip(cache.layers, other.layers, strict=True)
+    ]
+    joined = torch.cat([_left_pad(mask, width, 1), _left_pad(other_mask, width, 1)])
+    return DynamicCache(ddp_cache_data=layers), joined
+
+
+def _select(cache: DynamicCache, mask: torch.Tensor, keep: list[int]) -> tuple[DynamicCache, torch.Tensor]:
+    """Keep only the rows `keep`, and drop leading cache columns that none of them attends to."""
+    index = torch.tensor(keep, device=mask.device)
+    mask = mask[index]
+    start = int((mask.sum(0) > 0).nonzero()[0])
+    layers = [(layer.keys[index, :, start:], layer.values[index, :, start:]) for layer in cache.layers]
+    return DynamicCache(ddp_cache_data=layers), mask[:, start:]
+
+
+def continuous_greedy(
+    model: Any,
+    prefill: Prefill,
+    max_new_tokens: Sequence[int],
+    batch_size: int,
+    eos_ids: Sequence[int],
+    hit_stop: Callable[[int, list[int]], bool] | None = None,
+) -> Iterator[tuple[int, list[int]]]:
+    """Greedy decoding of requests 0..len(max_new_tokens)-1 with at most `batch_size` rows at a time: `prefill` runs
+    them, in that order, a group at a time, and `model` then decodes from the cache one token per step. Yields
+    (request index, generated token ids) as each answer ends: at an EOS id (kept, as `generate` keeps it), after
+    its `max_new_tokens[i]`, or when `hit_stop(i, ids)` says one of its stop strings has appeared. Requests may
+    differ in budget and stop strings (MGSM's stop strings are in each question's language)."""
+    if batch_size < 1 or min(max_new_tokens, default=1) < 1:
+        raise ValueError(
+            f"batch_size and max_new_tokens must be >= 1, got {batch_size} and {min(max_new_tokens)}."
+        )
+    eos = set(eos_ids)
+    queue = deque(range(len(max_new_tokens)))
+    refill_at = max(1, batch_size // 4)  # a prefill call has a fixed cost: refill in groups, not row by row
+    rows: list[int] = []  # the request index of each running row
+    answers: list[list[int]] = []  # its tokens so far; the last one is not in the cache yet
+    cache: DynamicCache | None = None
+    mask: torch.Tensor | None = None
+    while queue or rows:
+        free = batch_size - len(rows)
+        if queue and (not rows or free >= min(refill_at, len(queue))):
+            new = [queue.popleft() for _ in range(min(free, len(queue)))]
+            logits, new_cache, new_mask = prefill(new)
+            if cache is None:
+                cache, mask = new_cache, new_mask
+            else:
+                cache, mask = _join(cache, mask, new_cache, new_mask)
+            rows += new
+            answers += [[t] for t in logits.argmax(-1).tolist()]
+            fresh = range(len(rows) - len(new), len(rows))
+        else:
+            tokens = torch.tensor([a[-1] for a in answers], device=mask.device).unsqueeze(1)
+            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+            logits, cache = forward_next_token_logits(model, tokens, mask, cache)
+            for answer, token in zip(answers, logits.argmax(-1).tolist(), strict=True):
+                answer.append(token)
+            fresh = range(len(rows))
+        done = {
+            j
+            for j in fresh
+            if answers[j][-1] in eos
+            or len(answers[j]) >= max_new_tokens[rows[j]]
+            or (hit_stop is not None and hit_stop(rows[j], answers[j]))
+        }
+        if not done:
+            continue
+        for j in sorted(done):
+            yield rows[j], answers[j]
+        keep = [j for j in range(len(rows)) if j not in done]
+        rows = [rows[j] for j in keep]
+        answers = [answers[j] for j in keep]
+        if keep:
+            cache, mask = _select(cache, mask, keep)
+        else:
+            cache = mask = None

@@ -1,0 +1,136 @@
+"""Continuous batching: the same greedy outputs as `generate` one request at a time, with rows leaving the batch
+as they finish and queued prompts joining it; models whose cache cannot be joined fall back to `generate`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, MistralConfig
+
+from langbridge.evaluation import CausalLMBackend, GenerationRequest, LangBridgeBackend
+from langbridge.evaluation.continuous import (
+    continuous_greedy,
+    forward_next_token_logits,
+    supports_continuous_batching,
+)
+from langbridge.evaluation.scoring import truncate_at_stop
+
+TEXTS = [
+    "What is 2 plus 3?",
+    "Janet has 16 eggs and sells 3 of them every day at the market for two dollars each.",
+    "Swali: Janet?",
+    "Roger has 5 tennis balls. He buys 2 more cans of 3 balls each. How many balls does he have now?",
+    "ジャネットのアヒルは1日に16個の卵を産みます。",
+    "x",
+    "A robe takes 2 bolts of blue fiber and half that much white fiber.",
+]
+
+
+def _backends(tiny_langbridge, tiny_dirs, continuous: bool, batch_size: int) -> list:
+    backends = []
+    for encoder, lm in (("bert", "llama"), ("mt5", "gpt2")):
+        model, processor = tiny_langbridge(encoder, lm)
+        backends.append(
+            LangBridgeBackend(model, processor, batch_size=batch_size, continuous_batching=continuous)
+        )
+    for lm in ("llama", "gpt2"):
+        backends.append(
+            CausalLMBackend(
+                AutoModelForCausalLM.from_pretrained(tiny_dirs[lm]).eval(),
+                AutoTokenizer.from_pretrained(tiny_dirs[lm]),
+                batch_size=batch_size,
+                continuous_batching=continuous,
+            )
+        )
+    return backends
+
+
+def test_continuous_batching_matches_generate_one_by_one(tiny_langbridge, tiny_dirs) -> None:
+    budgets = [10, 4, 10, 7, 10, 1, 6]  # requests with different budgets share the running batch
+    requests = [GenerationRequest(t, t, max_new_tokens=b) for t, b in zip(TEXTS, budgets, strict=True)]
+    continuous = _backends(tiny_langbridge, tiny_dirs, continuous=True, batch_size=3)
+    one_by_one = _backends(tiny_langbridge, tiny_dirs, continuous=False, batch_size=1)
+    for fast, slow in zip(continuous, one_by_one, strict=True):
+        assert fast.continuous_batching and not slow.continuous_batching
+        # An EOS id that some answers produce early makes rows finish at different steps, so the batch shrinks
+        # and refills: take the third token of one answer as an extra EOS id.
+        ids = fast._lm_tokenizer(fast.generate(requests)[0], add_special_tokens=False)["input_ids"]
+        fast._eos = slow._eos = [*slow._eos, ids[2]]
+        expected = [slow.generate([r])[0] for r in requests]
+        assert fast.generate(requests) == expected
+        assert len({len(e) for e in expected}) > 2  # answers did end at different lengths
+        # A stop string ends an answer at its first occurrence in the answer; rows with and without stop strings
+        # share the batch. (`generate`'s stop strings can also match across the end of the prompt, which would
+        # cut "?" + "?" after a question for the stop "??"; so compare with cutting the full answers.)
+        stop = expected[0][2:4]
+        stopped = [
+            GenerationRequest(
+                r.encoder_text, r.full_prompt, max_new_tokens=r.max_new_tokens, stop=(stop,) * (i % 2)
+            )
+            for i, r in enumerate(requests)
+        ]
+        assert fast.generate(stopped) == [
+            truncate_at_stop(e, r.stop) for e, r in zip(expected, stopped, strict=True)
+        ]
+
+
+class _CountingLM(torch.nn.Module):
+    """Wraps a causal LM and records (rows, new tokens) of every forward call."""
+
+    def __init__(self, lm: torch.nn.Module):
+        super().__init__()
+        self.lm = lm
+        self.calls: list[tuple[int, int]] = []
+
+    def forward(self, input_ids: torch.Tensor, **kwargs):
+        self.calls.append(tuple(input_ids.shape))
+        return self.lm(input_ids=input_ids, **kwargs)
+
+
+def test_finished_rows_leave_and_queued_prompts_join(tiny_dirs) -> None:
+    lm = _CountingLM(AutoModelForCausalLM.from_pretrained(tiny_dirs["llama"]).eval())
+    tok = AutoTokenizer.from_pretrained(tiny_dirs["llama"])
+    prompts = [tok(t)["input_ids"] for t in TEXTS]
+
+    def prefill(idx: list[int]):
+        width = max(len(prompts[i]) for i in idx)
+        ids = torch.zeros(len(idx), width, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, i in enumerate(idx):
+            ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
+            mask[row, width - len(prompts[i]) :] = 1
+        logits, cache = forward_next_token_logits(lm, ids, mask)
+        return logits, cache, mask
+
+    def run(batch_size: int, eos: list[int]) -> dict[int, list[int]]:
+        with torch.no_grad():
+            return dict(continuous_greedy(lm, prefill, [12] * len(TEXTS), batch_size, eos))
+
+    free = run(4, [])
+    assert sorted(free) == list(range(len(TEXTS))) and all(len(a) == 12 for a in free.values())
+    eos = [free[1][3], free[4][6]]  # tokens some answers produce mid-way
+    alone = {i: run(1, eos)[i] for i in range(len(TEXTS))}
+    lm.calls.clear()
+    together = run(4, eos)
+    assert together == alone
+    assert len({len(a) for a in together.values()}) > 1
+    for answer in together.values():  # each ends at its first EOS, or at the budget
+        assert all(t not in eos for t in answer[:-1]) and (answer[-1] in eos or len(answer) == 12)
+    prefills = [rows for rows, width in lm.calls if width > 1]
+    steps = [rows for rows, width in lm.calls if width == 1]
+    assert max(rows for rows, _ in lm.calls) <= 4
+    assert len(prefills) > 1  # queued prompts joined a running batch
+    assert min(steps) < 4 and sum(steps) == sum(
+        len(a) - 1 for a in together.values()
+    )  # no finished row decoded
+
+
+def test_models_with_sliding_window_caches_use_generate() -> None:
+    assert supports_continuous_batching(LlamaConfig(num_hidden_layers=2))
+    assert not supports_continuous_batching(MistralConfig(num_hidden_layers=2, sliding_window=16))
+
+
+def test_continuous_greedy_rejects_bad_settings(tiny_dirs) -> None:
+    lm = AutoModelForCausalLM.from_pretrained(tiny_dirs["llama"])
+    with pytest.raises(ValueError, match="batch_size and max_new_tokens must be >= 1"):
+        next(continuous_greedy(lm, lambda idx: None, [8], 0, []))
