@@ -23,7 +23,7 @@ official code went through, so the ratios it yields are conservative.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -201,9 +201,8 @@ class ReferenceBackend(LangBridgeBackend):
         self.generated_tokens = 0
 
     @torch.no_grad()
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        outputs = []
-        for r in requests:
+    def generate_stream(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, str]]:
+        for i, r in enumerate(requests):
             if r.do_sample:
                 raise ValueError("The official-approach reference implements greedy decoding only.")
             new = self.reference.generate_one(
@@ -215,5 +214,4 @@ class ReferenceBackend(LangBridgeBackend):
             )
             self.generated_tokens += len(new)
             text = self.processor.lm_tokenizer.decode(new, skip_special_tokens=True)
-            outputs.append(truncate_at_stop(text, r.stop))
-        return outputs
+            yield i, truncate_at_stop(text, r.stop)

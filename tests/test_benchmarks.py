@@ -17,7 +17,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks.common import busy_cores, choose_threads  # noqa: E402
 from benchmarks.flops import batch_lengths, train_shape, training_flops  # noqa: E402
-from benchmarks.reference import OfficialReference  # noqa: E402
+from benchmarks.reference import OfficialReference, ReferenceBackend  # noqa: E402
 from benchmarks.suite import _synthetic_batch  # noqa: E402
 from langbridge.training.data import Example  # noqa: E402
 
@@ -112,6 +112,19 @@ def test_reference_generation_stops(tiny_langbridge):
     text = processor.lm_tokenizer.decode(free[1:3])
     by_string = ref.generate_one(TEXTS[0], processor.lm_prompt, 6, stop=[text])
     assert len(by_string) <= 3 and by_string == free[: len(by_string)]
+
+
+def test_reference_backend_generates_one_by_one_like_ours(tiny_langbridge):
+    """The benchmark's evaluation phase times the reference's own per-example loop (not our continuous batching,
+    which it inherits the rest from) and compares outputs with ours."""
+    from langbridge.evaluation import GenerationRequest, LangBridgeBackend
+
+    model, processor = tiny_langbridge("bert", "llama")
+    ref = ReferenceBackend(model, processor, batch_size=4)
+    requests = [GenerationRequest(t, t, max_new_tokens=5) for t in TEXTS]
+    outputs = ref.generate(requests)
+    assert ref.generated_tokens == 10  # both answers ran through OfficialReference.generate_one
+    assert outputs == LangBridgeBackend(model, processor, batch_size=4).generate(requests)
 
 
 def test_thread_choice_reads_current_cpu_use():
