@@ -22,7 +22,7 @@ from langbridge.evaluation import evaluate
 from langbridge.evaluation.backends import LangBridgeBackend
 from langbridge.evaluation.runner import read_predictions
 from langbridge.training.data import Collator, EpochBatchSampler, build_data
-from langbridge.training.recipe import BatchIterator, set_train_mode
+from langbridge.training.recipe import BatchIterator, compile_layers, set_train_mode
 
 from .common import PeakMemory, autocast, measure_machine_peak, sync, timed
 from .flops import batch_lengths, train_shape, training_flops
@@ -274,15 +274,23 @@ def training_phase(pair: Any, ref_model: Any, cfg: Any, opts: Options) -> dict[s
     """Ours and the reference alternately, `repeats` times each, with the matmul peak measured before each."""
     runs: dict[str, list] = {"ours": [], "reference": []}
     peaks = []
-    for _ in range(opts.repeats):
-        peak = measure_machine_peak(opts.device, opts.dtype)
-        peaks.append(peak)
-        runs["ours"].append(train_ours(pair.model, pair.processor, cfg, opts) | {"peak": peak})
-        runs["ours"][-1]["bare"] = bare_step(pair.model, pair.processor, runs["ours"][-1], opts)
-        if opts.reference:
-            runs["reference"].append(train_reference(ref_model, pair.processor, cfg, opts) | {"peak": peak})
+    # model.compile=true (--train-override): our step and its bare ceiling run compiled; the warm-up step compiles.
+    compiled = compile_layers(pair.model) if cfg.model.compile else []
+    try:
+        for _ in range(opts.repeats):
+            peak = measure_machine_peak(opts.device, opts.dtype)
+            peaks.append(peak)
+            runs["ours"].append(train_ours(pair.model, pair.processor, cfg, opts) | {"peak": peak})
+            runs["ours"][-1]["bare"] = bare_step(pair.model, pair.processor, runs["ours"][-1], opts)
+            if opts.reference:
+                runs["reference"].append(train_reference(ref_model, pair.processor, cfg, opts) | {"peak": peak})
+    finally:
+        for layer in compiled:
+            layer._compiled_call_impl = None  # generation and evaluation are timed eager
+
     peak = max(p["peak_flops"] for p in peaks)
     out: dict[str, Any] = {
+        "compiled": bool(compiled),
         "peak": {"peak_flops": peak, "measurements": peaks},
         "shape": train_shape(pair.model).as_dict(),
     }

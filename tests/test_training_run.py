@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from langbridge import LangBridgeModel, LangBridgeProcessor
 from langbridge.training import dry_run, load_config, train
 from langbridge.training.config import config_from_dict
-from langbridge.training.recipe import enable_checkpointing, read_metrics, set_train_mode
+from langbridge.training.recipe import compile_layers, enable_checkpointing, read_metrics, set_train_mode
 
 REPO = Path(__file__).resolve().parents[1]
 SENTENCES = [
@@ -239,6 +239,32 @@ def test_gradient_checkpointing_recomputes_frozen_layers_with_the_same_gradients
     assert not model.lm.model.layers[0].self_attn.training  # its dropout stays off
     for a, b in zip(plain, ckpt, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_compiled_layers_give_the_eager_loss_and_gradients(tiny_langbridge):
+    from langbridge.training.data import Collator, Example
+
+    model, processor = tiny_langbridge("bert", "llama")
+    collate = Collator(processor, append_eos=True)
+    batches = [
+        collate([Example("What is 2 plus 3?", " 5"), Example("Janet has 16 eggs.", " She sells 3.")]),
+        collate([Example("Swali?", " Jibu ni kumi na mbili.")]),  # another shape: no recompile needed
+    ]
+    set_train_mode(model)
+
+    def step(batch) -> tuple[float, list[torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        loss = model(**batch, logits_to_keep="targets").loss
+        loss.backward()
+        return float(loss.detach()), [p.grad.clone() for p in model.bridge.parameters()]
+
+    eager = [step(b) for b in batches]
+    assert len(compile_layers(model)) == 4  # two encoder and two LM layers
+    for (loss, grads), batch in zip(eager, batches, strict=True):
+        c_loss, c_grads = step(batch)
+        assert c_loss == pytest.approx(loss, rel=1e-5)
+        for a, b in zip(grads, c_grads, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- resume after a forced kill
