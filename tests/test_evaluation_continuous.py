@@ -125,9 +125,15 @@ def test_finished_rows_leave_and_queued_prompts_join(tiny_dirs) -> None:
     )  # no finished row decoded
 
 
-def test_models_with_sliding_window_caches_use_generate() -> None:
-    assert supports_continuous_batching(LlamaConfig(num_hidden_layers=2))
-    assert not supports_continuous_batching(MistralConfig(num_hidden_layers=2, sliding_window=16))
+def test_models_with_sliding_window_caches_use_generate(tiny_langbridge) -> None:
+    model, processor = tiny_langbridge("bert", "llama")
+    assert supports_continuous_batching(model.lm)
+    tiny = dict(num_hidden_layers=1, hidden_size=16, intermediate_size=32, num_attention_heads=2, vocab_size=64)
+    assert supports_continuous_batching(AutoModelForCausalLM.from_config(LlamaConfig(**tiny)))
+    mistral = AutoModelForCausalLM.from_config(MistralConfig(sliding_window=16, **tiny))
+    assert not supports_continuous_batching(mistral)
+    model.lm = mistral
+    assert not LangBridgeBackend(model, processor).continuous_batching  # falls back to `generate`
 
 
 def test_continuous_greedy_rejects_bad_settings(tiny_dirs) -> None:

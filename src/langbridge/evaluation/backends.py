@@ -317,7 +317,7 @@ class LangBridgeBackend(_Backend):
         self.processor.encoder_tokenizer.truncation_side = "left"
         self._eos = _eos_ids(model.lm, processor.lm_tokenizer)
         self._lm_tokenizer = processor.lm_tokenizer
-        self.continuous_batching = continuous_batching and supports_continuous_batching(model.lm.config)
+        self.continuous_batching = continuous_batching and supports_continuous_batching(model.lm)
         enc_tok = processor.encoder_tokenizer
         # What the encoder reads for an empty context: its end-of-sequence token alone, the counterpart of a
         # plain LM conditioning on EOS (the processor refuses empty text).
@@ -449,7 +449,7 @@ class CausalLMBackend(_Backend):
         self._bos = _adds_bos(tokenizer)
         self._eos = _eos_ids(lm, tokenizer)
         self._lm_tokenizer = tokenizer
-        self.continuous_batching = continuous_batching and supports_continuous_batching(lm.config)
+        self.continuous_batching = continuous_batching and supports_continuous_batching(lm)
         positions = getattr(lm.config, "max_position_embeddings", None) or getattr(
             lm.config, "n_positions", None
         )

@@ -9,6 +9,7 @@ position ids (positions count attended tokens), so an answer does not depend on 
 
 from __future__ import annotations
 
+import inspect
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -23,13 +24,17 @@ __all__ = ["supports_continuous_batching", "forward_next_token_logits", "continu
 Prefill = Callable[[list[int]], tuple[torch.Tensor, DynamicCache, torch.Tensor]]
 
 
-def supports_continuous_batching(lm_config: Any) -> bool:
-    """Whether the LM's KV cache is a plain full-attention cache whose rows can be dropped and joined. Sliding-window,
-    recurrent and encoder-decoder models keep using `generate`."""
-    if getattr(lm_config, "is_encoder_decoder", False):
+def supports_continuous_batching(lm: Any) -> bool:
+    """Whether the causal LM takes a plain full-attention KV cache whose rows can be dropped and joined (and the
+    arguments a decoding step passes). Sliding-window, recurrent, encoder-decoder and older remote-code models keep
+    using `generate`."""
+    config = lm.config
+    if getattr(config, "is_encoder_decoder", False):
+        return False
+    if not {"cache", "position_ids", "logits_to_keep"} <= set(inspect.signature(lm.forward).parameters):
         return False
     try:
-        layers = DynamicCache(config=lm_config).layers
+        layers = DynamicCache(config=config).layers
     except Exception:  # a config DynamicCache cannot describe: leave it to `generate`
         return False
     return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
