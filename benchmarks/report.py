@@ -52,7 +52,8 @@ def markdown(results: dict[str, Any]) -> str:
         if t:
             o, ref = t["ours"], t.get("reference", {})
             lines += [
-                f"| {label} | training tokens/s (end to end) | {_num(o['tokens_per_s'])} | "
+                f"| {label} | training tokens/s (end to end{', compiled layers' if t.get('compiled') else ''}) | "
+                f"{_num(o['tokens_per_s'])} | "
                 f"{_num(ref.get('tokens_per_s'))} | {_num(t.get('speedup_tokens_per_s'), 2)} |",
                 f"| {label} | training MFU (wall clock) | {_pct(o['mfu'])} | {_pct(ref.get('mfu'))} | |",
                 f"| {label} | training MFU (CPU time) | {_pct(o.get('mfu_cpu_time'))} | "

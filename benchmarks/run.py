@@ -261,7 +261,7 @@ def table(results: dict[str, Any]) -> str:
             rows.append(
                 (
                     name,
-                    "train tokens/s",
+                    "train tokens/s" + (" (compiled layers)" if t.get("compiled") else ""),
                     _fmt(t["ours"]["tokens_per_s"]),
                     _fmt(ref.get("tokens_per_s")),
                     _fmt(t.get("speedup_tokens_per_s")),

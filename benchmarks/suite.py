@@ -285,8 +285,12 @@ def training_phase(pair: Any, ref_model: Any, cfg: Any, opts: Options) -> dict[s
             if opts.reference:
                 runs["reference"].append(train_reference(ref_model, pair.processor, cfg, opts) | {"peak": peak})
     finally:
-        for layer in compiled:
-            layer._compiled_call_impl = None  # generation and evaluation are timed eager
+        if compiled:
+            for layer in compiled:
+                layer._compiled_call_impl = None  # generation and evaluation are timed eager
+            # All layer classes share transformers' checkpointing wrapper, so compiled variants of one model would
+            # count against dynamo's recompile limit for the next model of the run.
+            torch._dynamo.reset()
 
     peak = max(p["peak_flops"] for p in peaks)
     out: dict[str, Any] = {

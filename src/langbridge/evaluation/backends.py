@@ -36,7 +36,8 @@ PROMPT_STYLES = ("auto", "instruct", "base")
 
 @runtime_checkable
 class EvalModel(Protocol):
-    """What the runner needs from a model."""
+    """What the runner needs from a model. A backend may also offer `generate_stream(requests)`, yielding
+    (index, output) as answers complete; the runner then hands it a task's whole queue at once."""
 
     name: str
     kind: str
