@@ -74,6 +74,19 @@ def test_continuous_batching_matches_generate_one_by_one(tiny_langbridge, tiny_d
         ]
 
 
+def test_stop_strings_late_in_long_answers(tiny_langbridge, tiny_dirs) -> None:
+    # Only the tail of an answer is decoded to look for a new stop string; one that appears late must still end it.
+    backend = _backends(tiny_langbridge, tiny_dirs, continuous=True, batch_size=3)[0]
+    requests = [GenerationRequest(t, t, max_new_tokens=40) for t in TEXTS[:3]]
+    full = backend.generate(requests)
+    stop = full[1][-8:-5]
+    assert full[1].find(stop) > 10
+    stopped = [
+        GenerationRequest(r.encoder_text, r.full_prompt, max_new_tokens=40, stop=(stop,)) for r in requests
+    ]
+    assert backend.generate(stopped) == [truncate_at_stop(f, [stop]) for f in full]
+
+
 class _CountingLM(torch.nn.Module):
     """Wraps a causal LM and records (rows, new tokens) of every forward call."""
 
@@ -128,7 +141,9 @@ def test_finished_rows_leave_and_queued_prompts_join(tiny_dirs) -> None:
 def test_models_with_sliding_window_caches_use_generate(tiny_langbridge) -> None:
     model, processor = tiny_langbridge("bert", "llama")
     assert supports_continuous_batching(model.lm)
-    tiny = dict(num_hidden_layers=1, hidden_size=16, intermediate_size=32, num_attention_heads=2, vocab_size=64)
+    tiny = dict(
+        num_hidden_layers=1, hidden_size=16, intermediate_size=32, num_attention_heads=2, vocab_size=64
+    )
     assert supports_continuous_batching(AutoModelForCausalLM.from_config(LlamaConfig(**tiny)))
     mistral = AutoModelForCausalLM.from_config(MistralConfig(sliding_window=16, **tiny))
     assert not supports_continuous_batching(mistral)

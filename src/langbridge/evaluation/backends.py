@@ -218,11 +218,14 @@ class _Backend:
         tokenizer = self._lm_tokenizer
 
         def hit_stop(i: int, ids: list[int]) -> bool:
-            stops = requests[i].stop
+            stops = [s for s in requests[i].stop if s]
             if not stops:
                 return False
-            text = tokenizer.decode(ids, skip_special_tokens=True)
-            return any(s and s in text for s in stops)
+            # Checked after every token, so a new occurrence ends in the last token: decoding a tail that can hold
+            # the longest stop string (a character is at most 4 byte tokens) keeps the check cheap for long answers.
+            window = 4 * max(len(s) for s in stops) + 2
+            text = tokenizer.decode(ids[-window:], skip_special_tokens=True)
+            return any(s in text for s in stops)
 
         answers = continuous_greedy(
             self.model,
