@@ -129,6 +129,28 @@ class _Backend:
     _lm_tokenizer: Any
     _eos: list[int]
 
+    def _setup(
+        self,
+        model: Any,
+        lm: Any,
+        lm_tokenizer: Any,
+        batch_size: int,
+        name: str | None,
+        device: Any,
+        continuous_batching: bool,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        self.model = model.eval()
+        self.batch_size = batch_size
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        if device is not None:
+            self.model.to(self.device)
+        self.name = name or getattr(model.config, "name_or_path", None) or self.kind
+        self._lm_tokenizer = lm_tokenizer
+        self._eos = _eos_ids(lm, lm_tokenizer)
+        self.continuous_batching = continuous_batching and supports_continuous_batching(lm)
+
     def _prompt_key(self, request: GenerationRequest) -> tuple:
         raise NotImplementedError
 
@@ -308,20 +330,10 @@ class LangBridgeBackend(_Backend):
         device: Any = None,
         continuous_batching: bool = True,
     ):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        self.model = model.eval()
+        self._setup(model, model.lm, processor.lm_tokenizer, batch_size, name, device, continuous_batching)
         self.processor = processor
-        self.batch_size = batch_size
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
-        if device is not None:
-            self.model.to(self.device)
-        self.name = name or getattr(model.config, "name_or_path", None) or "langbridge"
         # Over-long few-shot prompts keep their end (the question) rather than their start.
         self.processor.encoder_tokenizer.truncation_side = "left"
-        self._eos = _eos_ids(model.lm, processor.lm_tokenizer)
-        self._lm_tokenizer = processor.lm_tokenizer
-        self.continuous_batching = continuous_batching and supports_continuous_batching(model.lm)
         enc_tok = processor.encoder_tokenizer
         # What the encoder reads for an empty context: its end-of-sequence token alone, the counterpart of a
         # plain LM conditioning on EOS (the processor refuses empty text).
@@ -435,9 +447,7 @@ class CausalLMBackend(_Backend):
         device: Any = None,
         continuous_batching: bool = True,
     ):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        self.model = lm.eval()
+        self._setup(lm, lm, tokenizer, batch_size, name, device, continuous_batching)
         self.tokenizer = tokenizer
         if tokenizer.pad_token_id is None:
             if tokenizer.eos_token_id is None:
@@ -445,15 +455,7 @@ class CausalLMBackend(_Backend):
                     "The LM tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token."
                 )
             tokenizer.pad_token = tokenizer.eos_token  # pads are masked out
-        self.batch_size = batch_size
-        self.device = torch.device(device) if device is not None else next(lm.parameters()).device
-        if device is not None:
-            self.model.to(self.device)
-        self.name = name or getattr(lm.config, "name_or_path", None) or "causal-lm"
         self._bos = _adds_bos(tokenizer)
-        self._eos = _eos_ids(lm, tokenizer)
-        self._lm_tokenizer = tokenizer
-        self.continuous_batching = continuous_batching and supports_continuous_batching(lm)
         positions = getattr(lm.config, "max_position_embeddings", None) or getattr(
             lm.config, "n_positions", None
         )
