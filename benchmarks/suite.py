@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from langbridge.continuous_batching import eos_token_ids
 from langbridge.evaluation import evaluate
 from langbridge.evaluation.backends import LangBridgeBackend
 from langbridge.evaluation.runner import read_predictions
@@ -283,7 +284,9 @@ def training_phase(pair: Any, ref_model: Any, cfg: Any, opts: Options) -> dict[s
             runs["ours"].append(train_ours(pair.model, pair.processor, cfg, opts) | {"peak": peak})
             runs["ours"][-1]["bare"] = bare_step(pair.model, pair.processor, runs["ours"][-1], opts)
             if opts.reference:
-                runs["reference"].append(train_reference(ref_model, pair.processor, cfg, opts) | {"peak": peak})
+                runs["reference"].append(
+                    train_reference(ref_model, pair.processor, cfg, opts) | {"peak": peak}
+                )
     finally:
         if compiled:
             for layer in compiled:
@@ -355,13 +358,6 @@ def _split_times(start: float, times: list[float], batch: int) -> dict[str, Any]
     return out
 
 
-def _eos_ids(model: Any, processor: Any) -> list[int]:
-    ids = model.generation_config.eos_token_id
-    ids = list(ids) if isinstance(ids, list | tuple) else ([ids] if ids is not None else [])
-    tok = processor.lm_tokenizer.eos_token_id
-    return ids + ([tok] if tok is not None and tok not in ids else [])
-
-
 @torch.no_grad()
 def generation_phase(pair: Any, ref_model: Any, questions: list[str], opts: Options) -> dict[str, Any]:
     """Greedy generation of exactly `gen_tokens` new tokens per example (EOS suppressed so every batch does the same
@@ -410,7 +406,7 @@ def generation_phase(pair: Any, ref_model: Any, questions: list[str], opts: Opti
         }
     if opts.reference:
         ref = OfficialReference(ref_model, proc)
-        eos = _eos_ids(model, proc)
+        eos = eos_token_ids(model, proc.lm_tokenizer)
         k = opts.reference_gen_examples
         ref.generate_one(questions[0], proc.lm_prompt, 2, eos, min_new_tokens=2)  # warm-up
         splits = []

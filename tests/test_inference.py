@@ -85,3 +85,27 @@ def test_chat_streams_answers(checkpoint):
     )
     assert result.returncode == 0, result.stderr
     assert "LangBridge chat" in result.stdout and ">>> " in result.stdout
+
+
+def test_greedy_generation_runs_continuous_batching_with_generate_outputs(checkpoint, tiny_dirs):
+    texts = [
+        "珍妮的鸭子",
+        "Janet ana mayai 16 kila siku.",
+        "What is 2 plus 3?",
+        "x",
+        "Roger has 5 tennis balls.",
+    ]
+    greedy = dict(max_new_tokens=6, num_beams=1, do_sample=False, temperature=None, top_p=None, top_k=None)
+    for generator in (
+        TextGenerator.load(str(checkpoint)),
+        TextGenerator.load(tiny_dirs["llama"], lm_only=True),
+    ):
+        assert generator._greedy_settings(greedy) == (6, [])
+        continuous = generator.generate(texts, batch_size=2, **greedy)
+        assert continuous == generator.generate(texts, batch_size=1, continuous_batching=False, **greedy)
+        # Beams, sampling and logits processing are left to `generate`.
+        assert generator._greedy_settings({**greedy, "num_beams": 2}) is None
+        assert generator._greedy_settings({**greedy, "do_sample": True}) is None
+        assert generator._greedy_settings({**greedy, "repetition_penalty": 1.3}) is None
+        generator.model.generation_config.no_repeat_ngram_size = 2  # a checkpoint's own setting counts too
+        assert generator._greedy_settings(greedy) is None

@@ -13,9 +13,37 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, TextStreamer
 
+from langbridge.continuous_batching import (
+    continuous_greedy,
+    eos_token_ids,
+    forward_next_token_logits,
+    stop_string_checker,
+    supports_continuous_batching,
+)
 from langbridge.modeling import LangBridgeModel
 from langbridge.processing import LangBridgeProcessor, load_lm_tokenizer
 from langbridge.utils import atomic_write_text, resolve_model_name
+
+# Generation settings that leave greedy decoding as a plain argmax until EOS, a stop string or the token budget.
+GREEDY_NEUTRAL_SETTINGS = {
+    "max_new_tokens",
+    "num_beams",
+    "do_sample",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop_strings",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "decoder_start_token_id",
+    "use_cache",
+    "output_attentions",
+    "output_hidden_states",
+    "return_dict_in_generate",
+    "transformers_version",
+    "_from_model_config",
+}
 
 
 @dataclass
@@ -78,10 +106,40 @@ class TextGenerator:
             return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return text
 
-    def generate(self, texts: list[str], batch_size: int = 8, **generate_kwargs: Any) -> list[str]:
-        """Batched generation, longest inputs first so that batches hold similar lengths; output in input order."""
+    @property
+    def lm(self) -> Any:
+        return self.model if self.processor is None else self.model.lm
+
+    def generate(
+        self, texts: list[str], batch_size: int = 8, continuous_batching: bool = True, **generate_kwargs: Any
+    ) -> list[str]:
+        """Batched generation, longest inputs first; output in input order. Plain greedy decoding runs with
+        continuous batching (finished answers leave the batch, the next inputs join it); any other decoding
+        (beams, sampling, a checkpoint's own generation settings) runs `generate` a batch at a time."""
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         outputs: list[str] = [""] * len(texts)
+        greedy = self._greedy_settings(generate_kwargs) if continuous_batching else None
+        if greedy is not None:
+            max_new_tokens, stops = greedy
+
+            def prefill(idx: list[int]) -> tuple[torch.Tensor, Any, torch.Tensor]:
+                batch = self.inputs([texts[order[j]] for j in idx])
+                ids, mask = batch.pop("input_ids"), batch.pop("attention_mask")
+                logits, cache = forward_next_token_logits(self.model, ids, mask, **batch)
+                return logits, cache, mask
+
+            answers = continuous_greedy(
+                self.model,
+                prefill,
+                [max_new_tokens] * len(texts),
+                batch_size,
+                eos_token_ids(self.lm, self.tokenizer),
+                stop_string_checker(self.tokenizer, [stops] * len(texts)),
+            )
+            with torch.inference_mode():
+                for j, ids in answers:
+                    outputs[order[j]] = self.tokenizer.decode(ids, skip_special_tokens=True)
+            return outputs
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             batch = self.inputs([texts[i] for i in chunk])
@@ -93,6 +151,22 @@ class TextGenerator:
             ):
                 outputs[i] = text
         return outputs
+
+    def _greedy_settings(self, kwargs: dict[str, Any]) -> tuple[int, list[str]] | None:
+        """(max_new_tokens, stop strings) when this call is plain greedy decoding, which continuous batching
+        reproduces; None when `generate` must run it (beams, sampling, penalties or other logits processing in
+        the call or the checkpoint's generation config, or an LM whose cache cannot be joined)."""
+        config = self.model.generation_config.to_diff_dict() if self.model.generation_config else {}
+        settings = {**config, **{k: v for k, v in kwargs.items() if v is not None}}
+        if (
+            set(settings) - GREEDY_NEUTRAL_SETTINGS
+            or settings.get("num_beams", 1) != 1
+            or settings.get("do_sample", False)
+            or not settings.get("max_new_tokens")
+            or not supports_continuous_batching(self.lm)
+        ):
+            return None
+        return int(settings["max_new_tokens"]), list(settings.get("stop_strings") or [])
 
     def stream(self, text: str, **generate_kwargs: Any) -> None:
         streamer = TextStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)

@@ -4,7 +4,7 @@ Both take the same requests: a LangBridge encoder reads `encoder_text` and its L
 checkpoint's lm_prompt; the LM alone reads `full_prompt` as tokens. Requests are batched sorted by length
 with left padding, identical prompts run once (sampled copies come from `num_return_sequences`, so the
 encoder runs once per example), and outputs are cut at the stop strings. Greedy requests are decoded with
-continuous batching (continuous.py) where the LM's cache allows it, else with `generate`.
+continuous batching (langbridge/continuous_batching.py) where the LM's cache allows it, else with `generate`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,14 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from transformers import GenerationConfig
 
+from ..continuous_batching import (
+    continuous_greedy,
+    eos_token_ids,
+    forward_next_token_logits,
+    stop_string_checker,
+    supports_continuous_batching,
+)
 from ..utils import resolve_model_name
-from .continuous import continuous_greedy, forward_next_token_logits, supports_continuous_batching
 from .requests import (
     INSTRUCTION_TEMPLATES,
     GenerationRequest,
@@ -104,19 +110,6 @@ def _adds_bos(tokenizer: Any) -> bool:
     return bos is not None and bool(ids) and ids[0] == bos
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    """EOS ids from the model's generation config (instruct LMs often end turns with their own token)."""
-    ids: list[int] = []
-    config = getattr(model, "generation_config", None)
-    value = getattr(config, "eos_token_id", None) if config is not None else None
-    for v in value if isinstance(value, list | tuple) else [value]:
-        if v is not None and v not in ids:
-            ids.append(int(v))
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids
-
-
 class _Backend:
     """Shared batching: group by generation settings, sort by length, dedupe identical prompts."""
 
@@ -148,7 +141,7 @@ class _Backend:
             self.model.to(self.device)
         self.name = name or getattr(model.config, "name_or_path", None) or self.kind
         self._lm_tokenizer = lm_tokenizer
-        self._eos = _eos_ids(lm, lm_tokenizer)
+        self._eos = eos_token_ids(lm, lm_tokenizer)
         self.continuous_batching = continuous_batching and supports_continuous_batching(lm)
 
     def _prompt_key(self, request: GenerationRequest) -> tuple:
@@ -238,24 +231,13 @@ class _Backend:
     def _generate_continuous(self, requests: list[GenerationRequest]) -> Iterator[tuple[int, str]]:
         """Greedy outputs with continuous batching, as (index into `requests`, text) in order of completion."""
         tokenizer = self._lm_tokenizer
-
-        def hit_stop(i: int, ids: list[int]) -> bool:
-            stops = [s for s in requests[i].stop if s]
-            if not stops:
-                return False
-            # Checked after every token, so a new occurrence ends in the last token: decoding a tail that can hold
-            # the longest stop string (a character is at most 4 byte tokens) keeps the check cheap for long answers.
-            window = 4 * max(len(s) for s in stops) + 2
-            text = tokenizer.decode(ids[-window:], skip_special_tokens=True)
-            return any(s in text for s in stops)
-
         answers = continuous_greedy(
             self.model,
             lambda idx: self._prefill([requests[i] for i in idx]),
             [r.max_new_tokens for r in requests],
             self.batch_size,
             self._eos,
-            hit_stop,
+            stop_string_checker(tokenizer, [r.stop for r in requests]),
         )
         for j, ids in answers:
             yield j, tokenizer.decode(ids, skip_special_tokens=True)

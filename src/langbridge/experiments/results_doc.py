@@ -174,7 +174,9 @@ def ablations_block(demo_dir: Path) -> str:
         return " | ".join(parts)
 
     for r in sorted(rows["data_amount"], key=lambda r: r["step"]):
-        lines.append(f"| {100 * r['fraction']:.0f}% of the data ({r['examples']} training examples) | {cells(r)} |")
+        lines.append(
+            f"| {100 * r['fraction']:.0f}% of the data ({r['examples']} training examples) | {cells(r)} |"
+        )
     for label, r in rows["variants"].items():
         lines.append(f"| {label} | {cells(r)} |")
     wall = sum(t["wall_s"] for k, t in rows.get("timing_s", {}).items() if k.startswith("ablation"))

@@ -18,7 +18,13 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-__all__ = ["supports_continuous_batching", "forward_next_token_logits", "continuous_greedy"]
+__all__ = [
+    "supports_continuous_batching",
+    "forward_next_token_logits",
+    "continuous_greedy",
+    "eos_token_ids",
+    "stop_string_checker",
+]
 
 # prefill(request indices) -> (next-token logits [k, V], KV cache, attention mask [k, L])
 Prefill = Callable[[list[int]], tuple[torch.Tensor, DynamicCache, torch.Tensor]]
@@ -38,6 +44,35 @@ def supports_continuous_batching(lm: Any) -> bool:
     except Exception:  # a config DynamicCache cannot describe: leave it to `generate`
         return False
     return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
+def eos_token_ids(lm: Any, tokenizer: Any) -> list[int]:
+    """EOS ids from the LM's generation config (instruct LMs often end turns with their own token) and tokenizer."""
+    ids: list[int] = []
+    config = getattr(lm, "generation_config", None)
+    value = getattr(config, "eos_token_id", None) if config is not None else None
+    for v in value if isinstance(value, list | tuple) else [value]:
+        if v is not None and v not in ids:
+            ids.append(int(v))
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def stop_string_checker(tokenizer: Any, stops: Sequence[Sequence[str]]) -> Callable[[int, list[int]], bool]:
+    """`hit_stop` for `continuous_greedy`: whether answer i (token ids so far) contains one of `stops[i]`."""
+
+    def hit_stop(i: int, ids: list[int]) -> bool:
+        strings = [s for s in stops[i] if s]
+        if not strings:
+            return False
+        # Checked after every token, so a new occurrence ends in the last token: decoding a tail that can hold
+        # the longest stop string (a character is at most 4 byte tokens) keeps the check cheap for long answers.
+        window = 4 * max(len(s) for s in strings) + 2
+        text = tokenizer.decode(ids[-window:], skip_special_tokens=True)
+        return any(s in text for s in strings)
+
+    return hit_stop
 
 
 def forward_next_token_logits(

@@ -7,12 +7,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, MistralConfig
 
-from langbridge.evaluation import CausalLMBackend, GenerationRequest, LangBridgeBackend
-from langbridge.evaluation.continuous import (
+from langbridge.continuous_batching import (
     continuous_greedy,
     forward_next_token_logits,
     supports_continuous_batching,
 )
+from langbridge.evaluation import CausalLMBackend, GenerationRequest, LangBridgeBackend
 from langbridge.evaluation.scoring import truncate_at_stop
 
 TEXTS = [
