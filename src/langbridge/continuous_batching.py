@@ -1,4 +1,5 @@
-"""Continuous batching for greedy evaluation: a finished answer leaves the batch and the next prompt takes its place.
+"""Continuous batching for greedy decoding (evaluation, `langbridge generate`): a finished answer leaves the batch and
+the next prompt takes its place.
 
 `generate` keeps every row of a batch until its longest answer ends, so short answers wait for the long one (MGSM
 answers average ~50 tokens against a 128-token budget) and each decoding step pays for finished rows. Here a step
@@ -147,7 +148,7 @@ def continuous_greedy(
     differ in budget and stop strings (MGSM's stop strings are in each question's language)."""
     if batch_size < 1 or min(max_new_tokens, default=1) < 1:
         raise ValueError(
-            f"batch_size and max_new_tokens must be >= 1, got {batch_size} and {min(max_new_tokens)}."
+            f"batch_size and max_new_tokens must be >= 1, got {batch_size} and {min(max_new_tokens, default=1)}."
         )
     eos = set(eos_ids)
     queue = deque(range(len(max_new_tokens)))
