@@ -101,6 +101,10 @@ def test_greedy_generation_runs_continuous_batching_with_generate_outputs(checkp
         TextGenerator.load(tiny_dirs["llama"], lm_only=True),
     ):
         assert generator._greedy_settings(greedy) == (6, [])
+        assert generator._greedy_settings({**greedy, "max_length": 4096, "stop_strings": ["\n\n"]}) == (
+            6,
+            ["\n\n"],
+        )
         continuous = generator.generate(texts, batch_size=2, **greedy)
         assert continuous == generator.generate(texts, batch_size=1, continuous_batching=False, **greedy)
         # Beams, sampling and logits processing are left to `generate`.

@@ -27,6 +27,7 @@ from langbridge.utils import atomic_write_text, resolve_model_name
 # Generation settings that leave greedy decoding as a plain argmax until EOS, a stop string or the token budget.
 GREEDY_NEUTRAL_SETTINGS = {
     "max_new_tokens",
+    "max_length",  # max_new_tokens takes precedence; it is required for the continuous path
     "num_beams",
     "do_sample",
     "temperature",
