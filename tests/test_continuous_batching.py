@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Mistr
 
 from langbridge.continuous_batching import (
     continuous_greedy,
-    forward_next_token_logits,
+    prefill_batch,
     supports_continuous_batching,
 )
 from langbridge.evaluation import CausalLMBackend, GenerationRequest, LangBridgeBackend
@@ -112,8 +112,7 @@ def test_finished_rows_leave_and_queued_prompts_join(tiny_dirs) -> None:
         for row, i in enumerate(idx):
             ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
             mask[row, width - len(prompts[i]) :] = 1
-        logits, cache = forward_next_token_logits(lm, ids, mask)
-        return logits, cache, mask
+        return prefill_batch(lm, {"input_ids": ids, "attention_mask": mask})
 
     def run(batch_size: int, eos: list[int]) -> dict[int, list[int]]:
         with torch.no_grad():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -22,6 +22,7 @@ from transformers.cache_utils import DynamicLayer
 __all__ = [
     "supports_continuous_batching",
     "forward_next_token_logits",
+    "prefill_batch",
     "continuous_greedy",
     "eos_token_ids",
     "stop_string_checker",
@@ -63,15 +64,16 @@ def eos_token_ids(lm: Any, tokenizer: Any) -> list[int]:
 def stop_string_checker(tokenizer: Any, stops: Sequence[Sequence[str]]) -> Callable[[int, list[int]], bool]:
     """`hit_stop` for `continuous_greedy`: whether answer i (token ids so far) contains one of `stops[i]`."""
 
+    strings = [[s for s in request_stops if s] for request_stops in stops]
+    # Checked after every token, so a new occurrence ends in the last token: decoding a tail that can hold the
+    # longest stop string (a character is at most 4 byte tokens) keeps the check cheap for long answers.
+    windows = [4 * max((len(s) for s in request_strings), default=0) + 2 for request_strings in strings]
+
     def hit_stop(i: int, ids: list[int]) -> bool:
-        strings = [s for s in stops[i] if s]
-        if not strings:
+        if not strings[i]:
             return False
-        # Checked after every token, so a new occurrence ends in the last token: decoding a tail that can hold
-        # the longest stop string (a character is at most 4 byte tokens) keeps the check cheap for long answers.
-        window = 4 * max(len(s) for s in strings) + 2
-        text = tokenizer.decode(ids[-window:], skip_special_tokens=True)
-        return any(s in text for s in strings)
+        text = tokenizer.decode(ids[-windows[i] :], skip_special_tokens=True)
+        return any(s in text for s in strings[i])
 
     return hit_stop
 
@@ -97,6 +99,17 @@ def forward_next_token_logits(
         **inputs,
     )
     return out.logits[:, -1].float(), out.cache
+
+
+def prefill_batch(
+    model: Any, batch: Mapping[str, torch.Tensor]
+) -> tuple[torch.Tensor, DynamicCache, torch.Tensor]:
+    """A `Prefill` result for a left-padded batch (a processor's or tokenizer's output, `input_ids` and
+    `attention_mask` plus any other model inputs): next-token logits, KV cache and attention mask."""
+    inputs = dict(batch)
+    input_ids, mask = inputs.pop("input_ids"), inputs.pop("attention_mask")
+    logits, cache = forward_next_token_logits(model, input_ids, mask, **inputs)
+    return logits, cache, mask
 
 
 def _left_pad(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from langbridge.continuous_batching import (
     continuous_greedy,
     eos_token_ids,
-    forward_next_token_logits,
+    prefill_batch,
     stop_string_checker,
     supports_continuous_batching,
 )
@@ -123,15 +123,9 @@ class TextGenerator:
         if greedy is not None:
             max_new_tokens, stops = greedy
 
-            def prefill(idx: list[int]) -> tuple[torch.Tensor, Any, torch.Tensor]:
-                batch = self.inputs([texts[order[j]] for j in idx])
-                ids, mask = batch.pop("input_ids"), batch.pop("attention_mask")
-                logits, cache = forward_next_token_logits(self.model, ids, mask, **batch)
-                return logits, cache, mask
-
             answers = continuous_greedy(
                 self.model,
-                prefill,
+                lambda idx: prefill_batch(self.model, self.inputs([texts[order[j]] for j in idx])),
                 [max_new_tokens] * len(texts),
                 batch_size,
                 eos_token_ids(self.lm, self.tokenizer),

@@ -21,7 +21,7 @@ from transformers import GenerationConfig
 from ..continuous_batching import (
     continuous_greedy,
     eos_token_ids,
-    forward_next_token_logits,
+    prefill_batch,
     stop_string_checker,
     supports_continuous_batching,
 )
@@ -370,10 +370,7 @@ class LangBridgeBackend(_Backend):
         ).to(self.device)
 
     def _prefill(self, requests: list[GenerationRequest]) -> tuple[torch.Tensor, Any, torch.Tensor]:
-        batch = dict(self._prompt_batch(requests))
-        ids, mask = batch.pop("input_ids"), batch.pop("attention_mask")
-        logits, cache = forward_next_token_logits(self.model, ids, mask, **batch)
-        return logits, cache, mask
+        return prefill_batch(self.model, self._prompt_batch(requests))
 
     def _generate_batch(self, requests: list[GenerationRequest], n: int) -> list[str]:
         proc = self.processor
@@ -487,8 +484,7 @@ class CausalLMBackend(_Backend):
 
     def _prefill(self, requests: list[GenerationRequest]) -> tuple[torch.Tensor, Any, torch.Tensor]:
         input_ids, attention_mask = self._prompt_ids(requests)
-        logits, cache = forward_next_token_logits(self.model, input_ids, attention_mask)
-        return logits, cache, attention_mask
+        return prefill_batch(self.model, {"input_ids": input_ids, "attention_mask": attention_mask})
 
     def _generate_batch(self, requests: list[GenerationRequest], n: int) -> list[str]:
         first = requests[0]
