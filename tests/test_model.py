@@ -472,11 +472,61 @@ def test_logits_to_keep_targets_gives_the_same_loss_and_gradients(tiny_langbridg
     torch.testing.assert_close(kept.loss, full.loss, atol=1e-6, rtol=1e-6)
     for g, p in zip(grads, model.bridge.parameters(), strict=True):
         torch.testing.assert_close(p.grad, g, atol=1e-6, rtol=1e-5)
-    # Fewer positions: nothing before the first target's predecessor.
-    first = int((batch["labels"] != -100).any(dim=0).nonzero()[0, 0])
-    assert kept.logits.shape[1] == batch["input_ids"].shape[1] - first + 1 < full.logits.shape[1]
-    torch.testing.assert_close(kept.logits, full.logits[:, first - 1 :])
+    assert kept.logits is None  # the fused head keeps no vocabulary-sized tensor
     with pytest.raises(ValueError, match="needs labels"):
         model(**{k: v for k, v in batch.items() if k != "labels"}, logits_to_keep="targets")
     with pytest.raises(ValueError, match="use an int"):
         model(**batch, logits_to_keep="all")
+
+
+def _granite_langbridge(tiny_dirs):
+    """A LangBridge model whose LM scales its logits (Granite): not a plain head, so the LM's own loss is used."""
+    from transformers import GraniteConfig, GraniteForCausalLM
+
+    llama = AutoConfig.from_pretrained(tiny_dirs["llama"])
+    torch.manual_seed(0)
+    lm = GraniteForCausalLM(
+        GraniteConfig(
+            vocab_size=llama.vocab_size,
+            hidden_size=48,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            bos_token_id=1,
+            eos_token_id=2,
+            logits_scaling=4.0,
+        )
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = LangBridgeModel.from_encoder_and_lm(tiny_dirs["bert"], lm).eval()
+    processor = LangBridgeProcessor.from_encoder_and_lm(
+        tiny_dirs["bert"], tiny_dirs["llama"], soft_token_id=model.config.soft_token_id
+    )
+    return model, processor
+
+
+@pytest.mark.parametrize("head", ["plain", "scaled", "trainable"])
+def test_target_loss_on_every_head_kind(tiny_langbridge, tiny_dirs, head):
+    """The fused loss (plain frozen head) and the LM's own loss (scaled logits, a head left trainable) both equal the
+    full-logits loss; a batch without targets gives a zero that still reaches the bridge."""
+    from langbridge.modeling import _has_plain_head
+
+    if head == "scaled":
+        model, processor = _granite_langbridge(tiny_dirs)
+    else:
+        model, processor = tiny_langbridge("bert", "llama")
+    if head == "trainable":
+        model.lm.get_output_embeddings().weight.requires_grad_(True)
+    assert _has_plain_head(model.lm) == (head != "scaled")
+    batch = processor(TEXTS, targets=TARGETS)
+    full = model(**batch)
+    kept = model(**batch, logits_to_keep="targets")
+    torch.testing.assert_close(kept.loss, full.loss, atol=1e-6, rtol=1e-6)
+    assert kept.logits is None
+    none = dict(batch, labels=torch.full_like(batch["labels"], -100))
+    zero = model(**none, logits_to_keep="targets").loss
+    assert float(zero.detach()) == 0.0
+    zero.backward()
+    assert all(p.grad is not None for p in model.bridge.parameters())

@@ -33,6 +33,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_N
 
 from langbridge.bridge import Bridge, build_bridge
 from langbridge.configuration import T5_FAMILY, LangBridgeConfig
+from langbridge.linear_cross_entropy import linear_cross_entropy
 from langbridge.processing import (
     default_lm_prefix,
     default_soft_token_id,
@@ -236,9 +237,10 @@ class LangBridgeModel(LangBridgePreTrainedModel, GenerationMixin):
         bridged_embeds / bridged_mask: precomputed `encode(...)` output (used by `generate` so the encoder runs once).
         input_ids / attention_mask: the LM side with soft-token slots. labels: -100 on everything but the target.
         logits_to_keep: as in transformers (0 = all positions, n = the last n, or a tensor of positions), or
-            "targets" with `labels`: only the positions from the one before the batch's first target on, which is
-            all the loss needs. The loss is unchanged; the LM head and the cross-entropy skip the soft slots and
-            the prompt (training is faster), and `logits` covers only those last positions.
+            "targets" with `labels` (training): the loss only, with the LM head applied just where a target is
+            predicted; `logits` is None. The loss and its gradients are unchanged; the head skips the soft slots,
+            the prompt and the padding, and for LMs with a plain frozen head (PLAIN_HEAD_MODEL_TYPES) the
+            cross-entropy runs fused and chunked (linear_cross_entropy) without keeping vocabulary-sized logits.
         """
         slots = None
         if inputs_embeds is None:
@@ -266,7 +268,9 @@ class LangBridgeModel(LangBridgePreTrainedModel, GenerationMixin):
         if labels is not None and slots is not None:
             labels = labels.masked_fill(slots, -100)
         if isinstance(logits_to_keep, str):
-            logits_to_keep, labels = _keep_target_logits(logits_to_keep, labels)
+            return self._target_loss(
+                logits_to_keep, inputs_embeds, attention_mask, position_ids, labels, **kwargs
+            )
         if use_cache is None and labels is not None and cache is None:
             use_cache = False  # a loss computation has no later step to reuse keys and values in
         return self.lm(
@@ -279,6 +283,46 @@ class LangBridgeModel(LangBridgePreTrainedModel, GenerationMixin):
             logits_to_keep=logits_to_keep,
             **kwargs,
         )
+
+    def _target_loss(
+        self,
+        mode: str,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithPast:
+        """The loss of `logits_to_keep="targets"`: the LM head only where a target is predicted."""
+        if mode != "targets":
+            raise ValueError(f"logits_to_keep={mode!r}: use an int, a tensor of positions, or 'targets'.")
+        if labels is None:
+            raise ValueError(
+                "logits_to_keep='targets' needs labels (it keeps the positions that predict them)."
+            )
+        head = self.lm.get_output_embeddings()
+        lm_inputs = {
+            "inputs_embeds": inputs_embeds,
+            "attention_mask": attention_mask,
+            "position_ids": position_ids,
+        }
+        if _has_plain_head(self.lm) and not head.weight.requires_grad:
+            num_items = kwargs.pop("num_items_in_batch", None)
+            hidden = self.lm.base_model(**lm_inputs, use_cache=False, **kwargs).last_hidden_state
+            # The hidden state at position p predicts the token at p + 1.
+            shifted = labels[:, 1:]
+            rows = shifted != -100
+            loss = linear_cross_entropy(hidden[:, :-1][rows], head.weight, shifted[rows], num_items)
+            return CausalLMOutputWithPast(loss=loss)
+        # Any other LM (a scaled or soft-capped head, a trainable head): its own loss over the positions from the
+        # one before the batch's first target on.
+        has_target = (labels != -100).any(dim=0).nonzero()
+        if not has_target.numel():  # nothing to learn from: a zero that keeps the graph (data parallelism)
+            out = self.lm(**lm_inputs, use_cache=False, logits_to_keep=1, **kwargs)
+            return CausalLMOutputWithPast(loss=out.logits.sum() * 0.0)
+        keep = labels.shape[1] - max(int(has_target[0, 0]) - 1, 0)
+        out = self.lm(**lm_inputs, labels=labels[:, -keep:], use_cache=False, logits_to_keep=keep, **kwargs)
+        return CausalLMOutputWithPast(loss=out.loss)
 
     @torch.no_grad()
     def generate(
@@ -478,17 +522,37 @@ class LangBridgeModel(LangBridgePreTrainedModel, GenerationMixin):
         self.load_state_dict(state, strict=False)
 
 
-def _keep_target_logits(mode: str, labels: torch.Tensor | None) -> tuple[int, torch.Tensor]:
-    """(logits_to_keep, labels cut to match) covering every target of the batch."""
-    if mode != "targets":
-        raise ValueError(f"logits_to_keep={mode!r}: use an int, a tensor of positions, or 'targets'.")
-    if labels is None:
-        raise ValueError("logits_to_keep='targets' needs labels (it keeps the positions that predict them).")
-    has_target = (labels != -100).any(dim=0).nonzero()
-    # The logit at position p predicts the token at p + 1; with no target at all keep one position (a zero loss).
-    first = int(has_target[0, 0]) if has_target.numel() else labels.shape[1] - 1
-    keep = labels.shape[1] - max(first - 1, 0)
-    return keep, labels[:, -keep:]
+# LM classes whose forward computes logits as exactly `get_output_embeddings()(last hidden state)` and the loss as
+# transformers' causal-LM cross-entropy (checked in transformers 5.24); the fused target loss reproduces exactly that.
+# Not here: heads that scale or soft-cap their logits (Granite, Cohere, Gemma 2/3), routers with auxiliary losses.
+PLAIN_HEAD_MODEL_TYPES = frozenset(
+    {
+        "llama",
+        "mistral",
+        "qwen2",
+        "qwen3",
+        "gpt2",
+        "phi",
+        "phi3",
+        "gemma",
+        "gpt_neox",
+        "opt",
+        "bloom",
+        "starcoder2",
+        "olmo2",
+        "smollm3",
+    }
+)
+
+
+def _has_plain_head(lm: PreTrainedModel) -> bool:
+    head = lm.get_output_embeddings()
+    return (
+        lm.config.model_type in PLAIN_HEAD_MODEL_TYPES
+        and isinstance(head, torch.nn.Linear)
+        and head.bias is None
+        and lm.base_model is not lm
+    )
 
 
 # -------------------------------------------------------------------------------------------------------------

@@ -708,8 +708,8 @@ def _train(cfg: TrainConfig, resume: bool) -> Path:
                 with accelerator.autocast():
                     # The LM head and loss run only where targets are: same loss and gradients, less work.
                     out = model(**batch, use_cache=False, logits_to_keep="targets")
-                # A batch whose targets were all truncated away has no loss; keep the graph (DDP) with a zero.
-                loss = out.loss if targets else out.logits.sum() * 0.0
+                # A batch whose targets were all truncated away gives a zero that keeps the graph (DDP).
+                loss = out.loss
                 accelerator.backward(loss)
                 step_loss += loss.detach().double() / grad_accum
                 if accelerator.sync_gradients:
