@@ -56,6 +56,8 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{_num(o['tokens_per_s'])} | "
                 f"{_num(ref.get('tokens_per_s'))} | {_num(t.get('speedup_tokens_per_s'), 2)} |",
                 f"| {label} | training MFU (wall clock) | {_pct(o['mfu'])} | {_pct(ref.get('mfu'))} | |",
+                f"| {label} | training MFU (peak probed around each step) | {_pct(o.get('mfu_step_peaks'))} | "
+                f"{_pct(ref.get('mfu_step_peaks'))} | |",
                 f"| {label} | training MFU (CPU time) | {_pct(o.get('mfu_cpu_time'))} | "
                 f"{_pct(ref.get('mfu_cpu_time'))} | |",
                 f"| {label} | bare forward+backward MFU | {_pct(o.get('bare_forward_backward_mfu'))} | | |",

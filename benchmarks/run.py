@@ -279,6 +279,15 @@ def table(results: dict[str, Any]) -> str:
             rows.append(
                 (
                     name,
+                    "train MFU vs peak probed at each step",
+                    f"{100 * t['ours']['mfu_step_peaks']:.1f}%",
+                    f"{100 * ref['mfu_step_peaks']:.1f}%" if ref else "-",
+                    "",
+                )
+            )
+            rows.append(
+                (
+                    name,
                     "bare fwd+bwd MFU (no data/padding)",
                     f"{100 * t['ours']['bare_forward_backward_mfu']:.1f}%",
                     "",
@@ -377,8 +386,9 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
         return {}
     out: dict[str, Any] = {}
     if "train" in r:
-        v = r["train"]["ours"]["mfu"]
-        out["train_mfu>=0.70"] = {"value": v, "met": v >= TARGETS["train_mfu"]}
+        for key, label in (("mfu", ""), ("mfu_step_peaks", " (peak probed at each step)")):
+            v = r["train"]["ours"][key]
+            out[f"train_mfu>=0.70{label}"] = {"value": v, "met": v >= TARGETS["train_mfu"]}
     g = r.get("generate")
     if g and "32" in g["batch_scaling"]:
         v = g["batch_scaling"]["32"]

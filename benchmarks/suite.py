@@ -25,13 +25,14 @@ from langbridge.evaluation.runner import read_predictions
 from langbridge.training.data import Collator, EpochBatchSampler, build_data
 from langbridge.training.recipe import BatchIterator, compile_layers, set_train_mode
 
-from .common import PeakMemory, autocast, measure_machine_peak, sync, timed
+from .common import PeakMemory, autocast, measure_machine_peak, measure_matmul_peak, sync, timed
 from .flops import batch_lengths, train_shape, training_flops
 from .reference import OfficialReference, ReferenceBackend
 
 logger = logging.getLogger("benchmarks")
 # What `langbridge train` passes: the LM head and loss only where targets are.
 TARGET_LOGITS = {"logits_to_keep": "targets"}
+PEAK_PROBE_SECONDS = 0.5  # the matmul probe around each timed training step
 
 
 @dataclass
@@ -72,8 +73,15 @@ def _train_loop(
     shape: Any,
     amp_dtype: torch.dtype | None = None,
 ) -> dict[str, Any]:
-    """Times whole optimizer steps (data loading, collation and padding included)."""
+    """Times whole optimizer steps (data loading, collation and padding included). A short matmul peak probe before
+    the first timed step and after each one (outside the timing) gives every step the peak of the moment it ran in:
+    this machine's speed drifts within minutes, so one peak per run can be far from the one a step saw."""
     dev = opts.device
+
+    def probe() -> float:
+        return measure_matmul_peak(dev, opts.dtype, seconds=PEAK_PROBE_SECONDS)["peak_flops"]
+
+    last_probe = None
     totals = {"data_s": 0.0, "forward_s": 0.0, "backward_s": 0.0, "optimizer_s": 0.0}
     tokens = targets = enc_tokens = examples = 0
     flops = cpu_seconds = 0.0
@@ -81,6 +89,8 @@ def _train_loop(
     per_step = []
     with PeakMemory(dev) as mem:
         for i in range(opts.warmup_steps + opts.train_steps):
+            if i == opts.warmup_steps:
+                last_probe = probe()
             sync(dev)
             t0, c0 = time.perf_counter(), time.process_time()
             batch = next(batches)
@@ -111,11 +121,22 @@ def _train_loop(
             enc_tokens += sum(enc)
             examples += len(enc)
             targets += sum(tg)
-            flops += training_flops(shape, enc, lm, tg)
             padded += _padded_tokens(batch)
             lm_padded += _lm_slots(batch)
             lm_real += sum(lm)
-            per_step.append({"seconds": round(t4 - t0, 4), "tokens": n, "loss": float(loss.detach())})
+            step_flops = training_flops(shape, enc, lm, tg)
+            flops += step_flops
+            before, last_probe = last_probe, probe()
+            per_step.append(
+                {
+                    "seconds": round(t4 - t0, 4),
+                    "tokens": n,
+                    "flops": step_flops,
+                    "loss": float(loss.detach()),
+                    # The higher of the two probes around the step: the conservative denominator.
+                    "peak_flops": max(before, last_probe),
+                }
+            )
     seconds = sum(totals.values())
     return {
         "steps": opts.train_steps,
@@ -130,6 +151,8 @@ def _train_loop(
         "lm_padding_fraction": 1 - lm_real / lm_padded if lm_padded else 0.0,
         "flops": flops,
         "achieved_flops": flops / seconds,
+        # Work done / work the probed peak would have done in the same seconds.
+        "peak_seconds_flops": sum(st["seconds"] * st["peak_flops"] for st in per_step),
         "cpu_seconds": cpu_seconds,
         "breakdown_s": {k: round(v, 3) for k, v in totals.items()},
         "per_step": per_step,
@@ -312,6 +335,8 @@ def training_phase(pair: Any, ref_model: Any, cfg: Any, opts: Options) -> dict[s
             "achieved_flops": flops / seconds,
             "mfu": flops / seconds / peak,
             "mfu_per_run": [r["achieved_flops"] / r["peak"]["peak_flops"] for r in rs],
+            # Each step against the peak probed around it (robust to the machine's drift between steps and runs).
+            "mfu_step_peaks": flops / sum(r["peak_seconds_flops"] for r in rs),
             "mfu_cpu_time": flops
             / sum(r["cpu_seconds"] for r in rs)
             / max(p["peak_flops_per_cpu_s"] for p in peaks),

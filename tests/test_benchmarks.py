@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import require_shared
 from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,3 +136,28 @@ def test_thread_choice_reads_current_cpu_use():
     threads, why = choose_threads("auto")
     assert 1 <= threads <= (os.cpu_count() or 1) and why
     assert choose_threads(3) == (3, "requested")
+
+
+def test_training_phase_reports_mfu_against_the_peak_around_each_step(tmp_path, monkeypatch):
+    """One short run of the harness (tiny pair, one step each): every timed step carries the higher of the two peak
+    probes around it, and the run reports MFU against those as well as against the run's single highest peak."""
+    import json
+
+    from benchmarks import run, suite
+
+    data = require_shared("gsm8k")
+    monkeypatch.setattr(suite, "PEAK_PROBE_SECONDS", 0.05)
+    measure = suite.measure_machine_peak
+    monkeypatch.setattr(suite, "measure_machine_peak", lambda dev, dtype: measure(dev, dtype, seconds=0.1))
+    out = tmp_path / "bench.json"
+    args = ["--models", "tiny", "--quick", "--phases", "train", "--repeats", "1", "--train-steps", "2"]
+    assert run.main([*args, "--data-dir", str(data.parent), "--threads", "1", "--output", str(out)]) == 0
+    train = json.loads(out.read_text())["models"]["tiny"]["train"]
+    for side in ("ours", "reference"):
+        (r,) = train[side]["runs"]
+        steps = r["per_step"]
+        assert len(steps) == 2 and all(s["peak_flops"] > 0 for s in steps)
+        assert r["flops"] == pytest.approx(sum(s["flops"] for s in steps))
+        want = r["flops"] / sum(s["seconds"] * s["peak_flops"] for s in steps)
+        assert train[side]["mfu_step_peaks"] == pytest.approx(want, rel=1e-3)
+        assert 0 < train[side]["mfu_step_peaks"] < 2

@@ -28,7 +28,9 @@ def test_matches_cross_entropy_and_its_gradient(problem, monkeypatch, chunk_rows
     (ours * 3.0).backward()  # a scaled upstream gradient reaches the result
     h2 = hidden.clone().requires_grad_()
     reduction = "mean" if num_items is None else "sum"
-    ref = F.cross_entropy(h2 @ weight.T, targets, reduction=reduction) / (1 if num_items is None else num_items)
+    ref = F.cross_entropy(h2 @ weight.T, targets, reduction=reduction) / (
+        1 if num_items is None else num_items
+    )
     (ref * 3.0).backward()
     torch.testing.assert_close(ours, ref.float(), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(h1.grad, h2.grad)
