@@ -30,10 +30,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
             h, t = hidden[start : start + rows], targets[start : start + rows]
             logits = F.linear(h, weight)  # under autocast in the compute dtype, like the LM's own head
             z = logits.float()
-            lse = torch.logsumexp(z, dim=-1)
-            total += (lse - z.gather(1, t[:, None]).squeeze(1)).sum()
+            target_logit = z.gather(1, t[:, None]).squeeze(1)
+            # Softmax in place: out-of-place steps (logsumexp) allocate chunk-sized tensors, which cost more than
+            # the arithmetic on CPU.
+            top = z.amax(dim=-1, keepdim=True)
+            z.sub_(top).exp_()
+            norm = z.sum(dim=-1, keepdim=True)
+            total += (top.squeeze(1) + norm.squeeze(1).log() - target_logit).sum()
             if grad is not None:
-                probs = z.sub_(lse[:, None]).exp_()
+                probs = z.div_(norm)
                 probs[torch.arange(len(t), device=t.device), t] -= 1.0
                 grad[start : start + rows] = (probs.to(logits.dtype) @ weight.to(logits.dtype)).to(grad.dtype)
         if grad is not None:
