@@ -154,3 +154,33 @@ def test_continuous_greedy_rejects_bad_settings(tiny_dirs) -> None:
     lm = AutoModelForCausalLM.from_pretrained(tiny_dirs["llama"])
     with pytest.raises(ValueError, match="batch_size and max_new_tokens must be >= 1"):
         next(continuous_greedy(lm, lambda idx: None, [8], 0, []))
+
+
+def test_growing_cache_layer_matches_concatenation():
+    """GrowingLayer holds what DynamicLayer's concatenation holds, writes later steps in place, and restarts its
+    buffers when its tensors are replaced (row selection) but keeps writing after a crop."""
+    from transformers.cache_utils import DynamicLayer
+
+    from langbridge.continuous_batching import GrowingLayer, growing_cache
+
+    g = torch.Generator().manual_seed(0)
+    ours, ref = GrowingLayer(), DynamicLayer()
+    steps = [torch.randn(3, 2, n, 4, generator=g) for n in (5, 1, 1, 70, 1)]
+    pointers = []
+    for kv in steps:
+        k, v = ours.update(kv, kv * 2)
+        rk, rv = ref.update(kv, kv * 2)
+        assert torch.equal(k, rk) and torch.equal(v, rv) and ours.get_seq_length() == ref.get_seq_length()
+        pointers.append(k.data_ptr())
+    assert pointers[0] == pointers[1] == pointers[2]  # single tokens go into the room left after the prompt
+    assert pointers[3] != pointers[2] and pointers[4] == pointers[3]  # 70 new ones did not fit: new buffers
+    ours.crop(-3)
+    ref.crop(-3)
+    assert torch.equal(ours.update(steps[1], steps[1])[0], ref.update(steps[1], steps[1])[0])
+    ours.batch_select_indices(torch.tensor([0, 2]))
+    ref.batch_select_indices(torch.tensor([0, 2]))
+    one = torch.randn(2, 2, 1, 4, generator=g)
+    assert torch.equal(ours.update(one, one)[0], ref.update(one, one)[0])
+    cache = growing_cache([(steps[0], steps[0])])
+    assert isinstance(cache.layers[0], GrowingLayer) and cache.get_seq_length() == 5
+    assert growing_cache().get_seq_length() == 0

@@ -33,6 +33,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_N
 
 from langbridge.bridge import Bridge, build_bridge
 from langbridge.configuration import T5_FAMILY, LangBridgeConfig
+from langbridge.continuous_batching import growing_cache, supports_continuous_batching
 from langbridge.linear_cross_entropy import linear_cross_entropy
 from langbridge.processing import (
     default_lm_prefix,
@@ -343,6 +344,16 @@ class LangBridgeModel(LangBridgePreTrainedModel, GenerationMixin):
             raise ValueError(
                 "generate needs encoder_input_ids (pass all outputs of the LangBridgeProcessor)."
             )
+        config = kwargs.get("generation_config") or self.generation_config
+        if (
+            kwargs.get("cache") is None
+            and kwargs.get("use_cache", config.use_cache) is not False
+            and kwargs.get("cache_implementation", config.cache_implementation) is None
+            and supports_continuous_batching(self.lm)
+        ):
+            kwargs["cache"] = (
+                growing_cache()
+            )  # the default dynamic cache, without re-concatenating every step
         return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
     # ---------------------------------------------------------------------------------------------------------
