@@ -335,7 +335,8 @@ class LangBridgeModel(LangBridgePreTrainedModel, GenerationMixin):
         **kwargs: Any,
     ) -> Any:
         """`GenerationMixin.generate` with the encoder run once up front; its output rides along as model kwargs
-        (expanded for beam search / multiple return sequences like any other per-example tensor)."""
+        (expanded for beam search / multiple return sequences like any other per-example tensor). Without a cache
+        or cache_implementation given, LMs with plain full-attention layers decode into a `growing_cache`."""
         if encoder_input_ids is not None:
             kwargs["bridged_embeds"], kwargs["bridged_mask"] = self.encode(
                 encoder_input_ids, encoder_attention_mask
@@ -351,9 +352,8 @@ class LangBridgeModel(LangBridgePreTrainedModel, GenerationMixin):
             and kwargs.get("cache_implementation", config.cache_implementation) is None
             and supports_continuous_batching(self.lm)
         ):
-            kwargs["cache"] = (
-                growing_cache()
-            )  # the default dynamic cache, without re-concatenating every step
+            # The default dynamic cache, written in place instead of re-concatenated at every step.
+            kwargs["cache"] = growing_cache()
         return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
     # ---------------------------------------------------------------------------------------------------------
