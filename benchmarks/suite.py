@@ -152,7 +152,7 @@ def _train_loop(
         "flops": flops,
         "achieved_flops": flops / seconds,
         # Work done / work the probed peak would have done in the same seconds.
-        "peak_seconds_flops": sum(st["seconds"] * st["peak_flops"] for st in per_step),
+        "probed_peak_work": sum(st["seconds"] * st["peak_flops"] for st in per_step),
         "cpu_seconds": cpu_seconds,
         "breakdown_s": {k: round(v, 3) for k, v in totals.items()},
         "per_step": per_step,
@@ -336,7 +336,7 @@ def training_phase(pair: Any, ref_model: Any, cfg: Any, opts: Options) -> dict[s
             "mfu": flops / seconds / peak,
             "mfu_per_run": [r["achieved_flops"] / r["peak"]["peak_flops"] for r in rs],
             # Each step against the peak probed around it (robust to the machine's drift between steps and runs).
-            "mfu_step_peaks": flops / sum(r["peak_seconds_flops"] for r in rs),
+            "mfu_step_peaks": flops / sum(r["probed_peak_work"] for r in rs),
             "mfu_cpu_time": flops
             / sum(r["cpu_seconds"] for r in rs)
             / max(p["peak_flops_per_cpu_s"] for p in peaks),
