@@ -467,8 +467,16 @@ def test_logits_to_keep_targets_gives_the_same_loss_and_gradients(tiny_langbridg
     full.loss.backward()
     grads = [p.grad.clone() for p in model.bridge.parameters()]
     model.zero_grad()
+    lm_masks = []
+    hook = model.lm.base_model.register_forward_pre_hook(
+        lambda module, args, kwargs: lm_masks.append(kwargs.get("attention_mask")), with_kwargs=True
+    )
     kept = model(**batch, logits_to_keep="targets")
+    hook.remove()
     kept.loss.backward()
+    # Right-padded batches run causal attention without a padding mask; left padding needs the mask.
+    assert not batch["attention_mask"].all()
+    assert (lm_masks[0] is None) == (padding_side == "right")
     torch.testing.assert_close(kept.loss, full.loss, atol=1e-6, rtol=1e-6)
     for g, p in zip(grads, model.bridge.parameters(), strict=True):
         torch.testing.assert_close(p.grad, g, atol=1e-6, rtol=1e-5)

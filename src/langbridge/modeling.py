@@ -242,6 +242,7 @@ class LangBridgeModel(LangBridgePreTrainedModel, GenerationMixin):
             predicted; `logits` is None. The loss and its gradients are unchanged; the head skips the soft slots,
             the prompt and the padding, and for LMs with a plain frozen head (PLAIN_HEAD_MODEL_TYPES) the
             cross-entropy runs fused and chunked (linear_cross_entropy) without keeping vocabulary-sized logits.
+            A right-padded batch runs the LM with causal attention and no padding mask (exact for real tokens).
         """
         slots = None
         if inputs_embeds is None:
@@ -262,6 +263,16 @@ class LangBridgeModel(LangBridgePreTrainedModel, GenerationMixin):
                 inputs_embeds, slots = self.merge_soft_tokens(
                     input_ids, attention_mask, inputs_embeds, bridged_embeds, bridged_mask
                 )
+        if (
+            isinstance(logits_to_keep, str)
+            and position_ids is None
+            and attention_mask is not None
+            and bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
+        ):
+            # Right padding (training batches): every real token comes before its row's padding, so causal attention
+            # alone is exact for it and its positions are 0..n-1. Without a padding mask, SDPA and flash attention
+            # run their causal kernels, which skip the masked upper triangle instead of computing and discarding it.
+            attention_mask = None
         if position_ids is None and attention_mask is not None:
             # Positions count real tokens only, so left padding does not shift an example.
             positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
