@@ -267,6 +267,7 @@ class LangBridgeModel(LangBridgePreTrainedModel, GenerationMixin):
             isinstance(logits_to_keep, str)
             and position_ids is None
             and attention_mask is not None
+            and attention_mask.ndim == 2
             and bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
         ):
             # Right padding (training batches): every real token comes before its row's padding, so causal attention
