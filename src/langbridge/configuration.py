@@ -20,6 +20,12 @@ class LangBridgeConfig(PreTrainedConfig):
         freeze_encoder: keep the encoder frozen (the paper does so for instruction-tuned LMs).
         train_encoder_embeddings: train only the encoder's input embeddings while the encoder is frozen
             (the official code does this after adding whitespace tokens to an mT5 vocabulary).
+        encoder_layer: which encoder hidden state the bridge reads when it does not mix them (index into the
+            encoder's `hidden_states`: 0 = embeddings, -1 = the last layer, the paper's choice).
+        encoder_layer_mix: read every encoder hidden state through a learned softmax-weighted mix (LayAlign).
+        bridge_input_norm: parameter-free layer norm of the encoder states before the projection.
+        soft_token_norm: rescale each bridged state to this L2 norm (e.g. the LM's mean token-embedding norm);
+            None keeps the projection's own scale (the paper).
         max_encoder_length / max_lm_length: truncation lengths of the encoder input and of the LM text tokens.
         soft_token_id: LM vocabulary id written into the placeholder slots that receive the bridged states.
         encoder_name_or_path / lm_name_or_path: where the base models come from (used by adapter checkpoints).
@@ -35,6 +41,10 @@ class LangBridgeConfig(PreTrainedConfig):
     lm_config: dict | PreTrainedConfig | None = None
     bridge_type: str = "linear"
     ffn_multiplier: int = 2
+    encoder_layer: int = -1
+    encoder_layer_mix: bool = False
+    bridge_input_norm: bool = False
+    soft_token_norm: float | None = None
     freeze_encoder: bool = True
     train_encoder_embeddings: bool = False
     max_encoder_length: int = 512
@@ -54,6 +64,14 @@ class LangBridgeConfig(PreTrainedConfig):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive integer.")
+        states = self.num_encoder_states
+        if states and not -states <= self.encoder_layer < states:
+            raise ValueError(
+                f"encoder_layer={self.encoder_layer} is outside the encoder's {states} hidden states "
+                f"(embeddings + layers); use -1 for the last layer or 0..{states - 1}."
+            )
+        if self.soft_token_norm is not None and not self.soft_token_norm > 0:
+            raise ValueError(f"soft_token_norm={self.soft_token_norm!r} must be a positive number or None.")
         vocab = getattr(self.lm_config, "vocab_size", None)
         if vocab is not None and not 0 <= self.soft_token_id < vocab:
             raise ValueError(
@@ -68,6 +86,13 @@ class LangBridgeConfig(PreTrainedConfig):
     @property
     def encoder_hidden_size(self) -> int:
         return self.encoder_config.hidden_size
+
+    @property
+    def num_encoder_states(self) -> int:
+        """Hidden states the encoder returns with output_hidden_states: its embeddings plus one per layer."""
+        cfg = self.encoder_config
+        layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "num_layers", None) or 0
+        return int(layers) + 1 if layers else 0
 
     @property
     def lm_hidden_size(self) -> int:

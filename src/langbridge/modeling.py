@@ -104,7 +104,13 @@ class LangBridgeModel(LangBridgePreTrainedModel, GenerationMixin):
         self.encoder = encoder if encoder is not None else build_encoder(config.encoder_config)
         self.lm = lm if lm is not None else AutoModelForCausalLM.from_config(config.lm_config)
         self.bridge = build_bridge(
-            config.bridge_type, config.encoder_hidden_size, config.lm_hidden_size, config.ffn_multiplier
+            config.bridge_type,
+            config.encoder_hidden_size,
+            config.lm_hidden_size,
+            config.ffn_multiplier,
+            num_layers=config.num_encoder_states if config.encoder_layer_mix else 0,
+            input_norm=config.bridge_input_norm,
+            output_norm=config.soft_token_norm,
         )
         if getattr(self.lm, "generation_config", None) is not None:
             self.generation_config = copy.deepcopy(self.lm.generation_config)
@@ -125,7 +131,8 @@ class LangBridgeModel(LangBridgePreTrainedModel, GenerationMixin):
         **config_kwargs: Any,
     ) -> LangBridgeModel:
         """Build a LangBridge model from an encoder and an LM (a local directory, a hub id, an alias of a bundled
-        default model, or an already-built `PreTrainedModel`). The bridge starts from random weights."""
+        default model, or an already-built `PreTrainedModel`). The bridge starts from random weights.
+        `soft_token_norm="lm"` sets the soft-token norm to the LM's mean token-embedding norm."""
         encoder_model, encoder_source = load_encoder(encoder, dtype=dtype, allow_pickle=allow_pickle)
         lm_model, lm_source = load_lm(lm, dtype=dtype, allow_pickle=allow_pickle)
         if encoder_model.config.model_type in T5_FAMILY and encoder_source is not None:
@@ -133,6 +140,10 @@ class LangBridgeModel(LangBridgePreTrainedModel, GenerationMixin):
             needed = len(load_encoder_tokenizer(encoder_source))
             if needed > encoder_model.get_input_embeddings().num_embeddings:
                 encoder_model.resize_token_embeddings(needed)
+        if config_kwargs.get("soft_token_norm") == "lm":
+            # The LM's own scale: the mean L2 norm of its token embeddings.
+            weight = lm_model.get_input_embeddings().weight
+            config_kwargs["soft_token_norm"] = round(float(weight.detach().float().norm(dim=-1).mean()), 4)
         if "soft_token_id" not in config_kwargs:
             config_kwargs["soft_token_id"] = _soft_token_id_for(lm_model, lm_source)
         config = LangBridgeConfig(
@@ -174,15 +185,27 @@ class LangBridgeModel(LangBridgePreTrainedModel, GenerationMixin):
         """Run encoder + bridge. Returns `(bridged_embeds [B, S+1, D_lm], bridged_mask [B, S+1])`."""
         if encoder_attention_mask is None:
             encoder_attention_mask = torch.ones_like(encoder_input_ids)
-        encoder_trainable = any(p.requires_grad for p in self.encoder.parameters())
-        # A frozen encoder needs no activation memory for backward.
-        with torch.set_grad_enabled(torch.is_grad_enabled() and encoder_trainable):
-            hidden = self.encoder(
-                input_ids=encoder_input_ids, attention_mask=encoder_attention_mask
-            ).last_hidden_state
+        hidden = self.encoder_states(encoder_input_ids, encoder_attention_mask)
         bridge_dtype = self.bridge.enc_eos.dtype
         embeds, mask = self.bridge(hidden.to(bridge_dtype), encoder_attention_mask)
         return embeds.to(self.get_input_embeddings().weight.dtype), mask
+
+    def encoder_states(
+        self, encoder_input_ids: torch.Tensor, encoder_attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """What the bridge reads: the configured encoder layer `[B, S, H]`, or all hidden states `[L, B, S, H]`."""
+        encoder_trainable = any(p.requires_grad for p in self.encoder.parameters())
+        # A frozen encoder needs no activation memory for backward.
+        mix, layer = self.config.encoder_layer_mix, self.config.encoder_layer
+        with torch.set_grad_enabled(torch.is_grad_enabled() and encoder_trainable):
+            out = self.encoder(
+                input_ids=encoder_input_ids,
+                attention_mask=encoder_attention_mask,
+                output_hidden_states=mix or layer != -1,
+            )
+        if mix:
+            return torch.stack(out.hidden_states)
+        return out.hidden_states[layer] if layer != -1 else out.last_hidden_state
 
     def soft_token_mask(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, n_soft: torch.Tensor
@@ -498,6 +521,10 @@ class LangBridgeModel(LangBridgePreTrainedModel, GenerationMixin):
             dtype=dtype,
             allow_pickle=allow_pickle,
             ffn_multiplier=config.ffn_multiplier,
+            encoder_layer=config.encoder_layer,
+            encoder_layer_mix=config.encoder_layer_mix,
+            bridge_input_norm=config.bridge_input_norm,
+            soft_token_norm=config.soft_token_norm,
             train_encoder_embeddings=config.train_encoder_embeddings,
             max_encoder_length=config.max_encoder_length,
             max_lm_length=config.max_lm_length,

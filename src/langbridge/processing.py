@@ -156,10 +156,13 @@ class LangBridgeProcessor:
         texts: str | Sequence[str],
         lm_prompts: str | Sequence[str] | None = None,
         targets: str | Sequence[str] | None = None,
-        append_eos: bool = True,
+        append_eos: bool | Sequence[bool] = True,
         padding_side: str = "left",
         return_tensors: str = "pt",
     ) -> BatchEncoding:
+        """Encoder inputs plus the LM side: prefix, soft-token slots, prompt and (in training) the target.
+
+        `lm_prompts` and `append_eos` may be given per example; a None prompt means the processor's own."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             raise ValueError("texts is empty: pass at least one input text.")
@@ -169,7 +172,11 @@ class LangBridgeProcessor:
                     f"Input text at index {i} is empty or whitespace-only ({text!r}); pass real text."
                 )
         n = len(texts)
-        prompts = _per_example(lm_prompts, n, "lm_prompts", default=self.lm_prompt)
+        prompts = [
+            self.lm_prompt if p is None else p
+            for p in _per_example(lm_prompts, n, "lm_prompts", default=self.lm_prompt)
+        ]
+        eos_flags = _per_example(append_eos, n, "append_eos", default=True)
         target_list = None if targets is None else _per_example(targets, n, "targets", default=None)
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side={padding_side!r}; use 'left' (generation) or 'right' (training).")
@@ -184,7 +191,9 @@ class LangBridgeProcessor:
             prompt_ids = self._lm_ids(prompts[i])
             target_ids = []
             if target_list is not None:
-                target_ids = self._lm_ids(target_list[i]) + ([eos] if append_eos and eos is not None else [])
+                target_ids = self._lm_ids(target_list[i]) + (
+                    [eos] if eos_flags[i] and eos is not None else []
+                )
             budget = self.max_lm_length - len(self._prefix_ids)
             if len(prompt_ids) + len(target_ids) > budget:
                 truncated += 1
@@ -294,10 +303,10 @@ def _tokenizer_source(obj: Any) -> Any:
     return name
 
 
-def _per_example(value: str | Sequence[str] | None, n: int, name: str, default: str | None) -> list:
+def _per_example(value: Any, n: int, name: str, default: Any) -> list:
     if value is None:
         return [default] * n
-    if isinstance(value, str):
+    if isinstance(value, (str, bool)):
         return [value] * n
     value = list(value)
     if len(value) != n:

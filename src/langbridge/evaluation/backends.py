@@ -259,26 +259,33 @@ class _Backend:
         return GenerationConfig(**kwargs)
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[float]:
-        return [lp for lp, _ in self.loglikelihood_with_greedy(requests)]
+        return [lp for lp, _, _ in self.loglikelihood_details(requests)]
 
-    @torch.no_grad()
     def loglikelihood_with_greedy(self, requests: Sequence[LoglikelihoodRequest]) -> list[tuple[float, bool]]:
         """(sum of continuation log-probs, whether greedy decoding would produce the continuation)."""
+        return [(lp, greedy) for lp, greedy, _ in self.loglikelihood_details(requests)]
+
+    @torch.no_grad()
+    def loglikelihood_details(
+        self, requests: Sequence[LoglikelihoodRequest]
+    ) -> list[tuple[float, bool, int]]:
+        """(sum of continuation log-probs, greedy would produce it, number of continuation tokens scored)."""
         requests = list(requests)
         order = sorted(range(len(requests)), key=lambda i: (-len(requests[i].context), requests[i].context))
-        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        results: list[tuple[float, bool, int] | None] = [None] * len(requests)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             for i, value in zip(chunk, self._loglikelihood_batch([requests[i] for i in chunk]), strict=True):
                 results[i] = value
         return results  # type: ignore[return-value]
 
-    def _loglikelihood_batch(self, requests: list[LoglikelihoodRequest]) -> list[tuple[float, bool]]:
+    def _loglikelihood_batch(self, requests: list[LoglikelihoodRequest]) -> list[tuple[float, bool, int]]:
         raise NotImplementedError
 
     @staticmethod
-    def _score(logits: torch.Tensor, labels: torch.Tensor) -> list[tuple[float, bool]]:
-        """Summed log-probs of the labelled positions; logits[:, t] predicts labels[:, t + 1]."""
+    def _score(logits: torch.Tensor, labels: torch.Tensor) -> list[tuple[float, bool, int]]:
+        """Summed log-probs of the labelled positions, whether they are all greedy, and their number;
+        logits[:, t] predicts labels[:, t + 1]."""
         logits = logits[:, :-1].float()
         labels = labels[:, 1:]
         mask = labels != -100
@@ -286,7 +293,8 @@ class _Backend:
         token_lp = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         total = (token_lp * mask).sum(dim=1)
         greedy = ((logits.argmax(dim=-1) == labels) | ~mask).all(dim=1)
-        return [(float(t), bool(g)) for t, g in zip(total, greedy, strict=True)]
+        counts = mask.sum(dim=1)
+        return [(float(t), bool(g), int(n)) for t, g, n in zip(total, greedy, counts, strict=True)]
 
     def config(self) -> dict[str, Any]:
         return {
@@ -383,7 +391,7 @@ class LangBridgeBackend(_Backend):
         )
         return proc.decode_new_tokens(ids, batch)
 
-    def _loglikelihood_batch(self, requests: list[LoglikelihoodRequest]) -> list[tuple[float, bool]]:
+    def _loglikelihood_batch(self, requests: list[LoglikelihoodRequest]) -> list[tuple[float, bool, int]]:
         proc = self.processor
         contexts = [self._encoder_text(r.context) for r in requests]
         # The continuation stands alone after the soft tokens and the LM prompt (as in the paper's harness).
@@ -497,11 +505,12 @@ class CausalLMBackend(_Backend):
         )
         return self.tokenizer.batch_decode(ids[:, input_ids.shape[1] :], skip_special_tokens=True)
 
-    def _loglikelihood_batch(self, requests: list[LoglikelihoodRequest]) -> list[tuple[float, bool]]:
+    def _loglikelihood_batch(self, requests: list[LoglikelihoodRequest]) -> list[tuple[float, bool, int]]:
         rows, labels = [], []
         for r in requests:
             # Trailing context spaces belong to the continuation, where BPE tokenizers put them.
-            context, continuation = r.context, r.continuation
+            context = r.context if r.full_context is None else r.full_context
+            continuation = r.continuation
             stripped = context.rstrip(" ")
             continuation = context[len(stripped) :] + continuation
             if stripped:

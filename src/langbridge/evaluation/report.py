@@ -1,4 +1,5 @@
-"""Markdown tables of results: one row per model, columns = languages + AVG + HRL + LRL, scores in %.
+"""Markdown tables of results: one row per model, columns = languages + AVG + HRL + LRL; accuracies in %,
+losses in nats per token, chrF on its 0-100 scale.
 
 `compare` lines up several results.json files the way the paper sets LM-alone against LangBridge: the
 first file is the reference row and every later row shows its difference to it.
@@ -17,16 +18,20 @@ __all__ = ["results_markdown", "compare", "load_results"]
 SUMMARY_COLUMNS = ("AVG", "HRL", "LRL")
 
 
-def _fmt(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f}"
+# (scale, decimals) per metric: accuracies in %, losses in nats per token, chrF on its own 0-100 scale.
+METRIC_FORMAT = {"nats_per_token": (1.0, 3), "chrf": (1.0, 1)}
 
 
-def _fmt_delta(value: float | None, reference: float | None) -> str:
-    if value is None:
-        return "–"
-    if reference is None:
-        return _fmt(value)
-    return f"{100 * value:.1f} ({100 * (value - reference):+.1f})"
+def _fmt(value: float | None, metric: str = "accuracy") -> str:
+    scale, digits = METRIC_FORMAT.get(metric, (100.0, 1))
+    return "–" if value is None else f"{scale * value:.{digits}f}"
+
+
+def _fmt_delta(value: float | None, reference: float | None, metric: str = "accuracy") -> str:
+    if value is None or reference is None:
+        return _fmt(value, metric)
+    scale, digits = METRIC_FORMAT.get(metric, (100.0, 1))
+    return f"{scale * value:.{digits}f} ({scale * (value - reference):+.{digits}f})"
 
 
 def _columns(entries: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -58,11 +63,11 @@ def _table(title: str, rows: list[tuple[str, Mapping[str, Any]]], with_deltas: b
         for lang in langs:
             value = entry.get("scores", {}).get(lang)
             reference = ref.get("scores", {}).get(lang) if with_deltas and i > 0 else None
-            cells.append(_fmt_delta(value, reference))
+            cells.append(_fmt_delta(value, reference, metric))
         for col in summary:
             value = entry.get("summary", {}).get(col)
             reference = ref.get("summary", {}).get(col) if with_deltas and i > 0 else None
-            cells.append(_fmt_delta(value, reference))
+            cells.append(_fmt_delta(value, reference, metric))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

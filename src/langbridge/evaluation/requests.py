@@ -23,12 +23,14 @@ class GenerationRequest:
     full_prompt: the whole prompt as text for the LM alone (chat template applied when instruct).
     lm_prompt: LM text after the soft tokens for LangBridge; None means the processor's default lm_prompt.
     lm_suffix: text appended after that LM prompt (the start of the answer, e.g. "Let's think step by step.").
+    lm_instruction: LM text between the soft tokens and that LM prompt (a task instruction the LM reads).
     """
 
     encoder_text: str
     full_prompt: str
     lm_prompt: str | None = None
     lm_suffix: str = ""
+    lm_instruction: str = ""
     stop: tuple[str, ...] = ()
     max_new_tokens: int = 256
     do_sample: bool = False
@@ -43,11 +45,14 @@ class GenerationRequest:
 @dataclass(frozen=True)
 class LoglikelihoodRequest:
     """log P(continuation | context). A LangBridge encoder reads the context and the LM scores the
-    continuation after its lm_prompt; the LM alone reads context + continuation as one text."""
+    continuation after `lm_instruction` and its lm_prompt; the LM alone reads context (or `full_context`, when
+    the task lays out its own prompt) + continuation as one text."""
 
     context: str
     continuation: str
     lm_prompt: str | None = None
+    lm_instruction: str = ""
+    full_context: str | None = None
 
 
 # Public instruction formats used in the paper's evaluation (MetaMath = Alpaca wording; Orca 2 = ChatML).
@@ -143,4 +148,4 @@ def make_generation(
 def resolve_lm_prompt(request: GenerationRequest | LoglikelihoodRequest, default: str) -> str:
     """The LM text a LangBridge backend puts after the soft tokens for this request."""
     base = default if request.lm_prompt is None else request.lm_prompt
-    return base + getattr(request, "lm_suffix", "")
+    return request.lm_instruction + base + getattr(request, "lm_suffix", "")

@@ -120,12 +120,12 @@ def _language_metrics(task: Task, rows: list[dict], pass_k: Sequence[int]) -> di
                     per_problem
                 )
         return {"score": scores["pass@1"], "n": len(per_problem), "pass_at_k": scores}
-    correct = [bool(r["correct"]) for r in rows]
+    correct = [float(r["correct"]) for r in rows]
     out: dict[str, Any] = {"n": len(rows), "micro": sum(correct) / len(correct)}
     if task.subtask is not None:
-        by_sub: dict[str, list[bool]] = {}
+        by_sub: dict[str, list[float]] = {}
         for r in rows:
-            by_sub.setdefault(r["subtask"], []).append(bool(r["correct"]))
+            by_sub.setdefault(r["subtask"], []).append(float(r["correct"]))
         out["subtasks"] = {s: sum(v) / len(v) for s, v in sorted(by_sub.items())}
         out["score"] = sum(out["subtasks"].values()) / len(out["subtasks"])  # macro average over subtasks
     else:
@@ -426,7 +426,13 @@ def _answered_batches(
         if task.kind != "loglikelihood":
             yield batch, backend.generate([u.request for u in batch])  # type: ignore[misc]
             continue
-        scores = backend.loglikelihood([r for u in batch for r in u.request])  # type: ignore[union-attr]
+        requests = [r for u in batch for r in u.request]  # type: ignore[union-attr]
+        if task.metric == "nats_per_token":
+            # Per-token losses need the number of continuation tokens each score covers.
+            details = backend.loglikelihood_details(requests)  # type: ignore[union-attr]
+            scores: list[Any] = [{"logprob": lp, "tokens": n} for lp, _, n in details]
+        else:
+            scores = backend.loglikelihood(requests)  # type: ignore[union-attr]
         outputs: list[Any] = []
         pos = 0
         for u in batch:
@@ -472,7 +478,7 @@ def _run_units(
                 kwargs = {"max_workers": sandbox_workers} if (sandbox_workers and task.kind == "code") else {}
                 judged = task.score_many(extracted, [u.example for u in batch], **kwargs)
             else:
-                judged = [(bool(task.score(x, u.example)), {}) for x, u in zip(extracted, batch, strict=True)]  # type: ignore[misc]
+                judged = [(task.score(x, u.example), {}) for x, u in zip(extracted, batch, strict=True)]  # type: ignore[misc]
             for u, out, x, (ok, detail) in zip(batch, outputs, extracted, judged, strict=True):
                 row = {
                     "key": u.key,
@@ -485,7 +491,8 @@ def _run_units(
                     "output": out,
                     "extracted": x,
                     "gold": u.example.gold,
-                    "correct": bool(ok),
+                    # Accuracy tasks judge right or wrong; real-valued metrics (losses, chrF) keep the value.
+                    "correct": bool(ok) if task.metric in ("accuracy", "pass@1") else float(ok),
                     "config": config_hash,
                 }
                 if u.sample is not None:
@@ -495,7 +502,7 @@ def _run_units(
                 if detail:
                     row["detail"] = detail
                 done[u.key] = row
-                n_correct += bool(ok)
+                n_correct += float(ok)
                 if log is not None:
                     log.write(json.dumps(row, ensure_ascii=False) + "\n")
             if log is not None:
@@ -503,7 +510,7 @@ def _run_units(
                 os.fsync(log.fileno())
             n_seen += len(batch)
             bar.update(len(batch))
-            bar.set_postfix(acc=f"{n_correct / n_seen:.3f}", refresh=False)
+            bar.set_postfix({task.metric: f"{n_correct / n_seen:.3f}"}, refresh=False)
     finally:
         bar.close()
         if log is not None:

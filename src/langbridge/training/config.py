@@ -16,7 +16,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-Mode = Literal["labeled", "unlabeled"]
+Mode = Literal["labeled", "unlabeled", "reconstruction"]
 TemplateName = Literal["plain", "metamath", "alpaca", "orca2", "chatml", "custom"]
 FileFormat = Literal["auto", "jsonl", "json", "txt", "tsv"]
 TxtUnit = Literal["line", "paragraph", "file"]
@@ -42,6 +42,21 @@ class ModelConfig:
     freeze_encoder: bool = True
     # Train only the encoder's input embeddings while it is frozen (official recipe after adding tokens).
     train_encoder_embeddings: bool = False
+    # Departures from the paper, all off by default (docs/science.md measures each):
+    # which encoder hidden state the bridge reads (0 = embeddings, -1 = last layer, the paper's choice) ...
+    encoder_layer: int = -1
+    # ... or a learned softmax-weighted mix of all of them (LayAlign's English-only variant).
+    encoder_layer_mix: bool = False
+    # Parameter-free layer norm of the encoder states before the bridge.
+    bridge_input_norm: bool = False
+    # Rescale each soft token to the LM's mean token-embedding norm.
+    soft_token_norm: bool = False
+    # Start the bridge from another run's checkpoint (e.g. an alignment stage) instead of random weights ...
+    init_bridge_from: str | None = None
+    # ... or from a closed-form ridge fit to the LM's embeddings of the aligned tokens of the first
+    # `bridge_init_examples` training inputs (linear bridge only).
+    bridge_init: Literal["random", "ridge"] = "random"
+    bridge_init_examples: int = 2000
     # dtype the frozen weights are loaded in; "auto" = bfloat16 on a bf16-capable GPU, float32 otherwise.
     dtype: Dtype = "auto"
     gradient_checkpointing: bool = False
@@ -75,6 +90,11 @@ class DataSource:
     # txt files: one document per line, per blank-line-separated paragraph, or the whole file.
     txt_unit: TxtUnit = "line"
     max_examples: int | None = None
+    # Mixing objectives: this source's mode (default: data.mode) and the LM prompt its examples use between
+    # the soft tokens and the target (default: the template's). Reconstruction examples usually name their
+    # task here, e.g. "\nRewrite the text above in English.<|im_end|>\n<|im_start|>assistant\n".
+    mode: Mode | None = None
+    lm_prompt: str | None = None
 
 
 @dataclass
@@ -272,6 +292,15 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     d, o = cfg.data, cfg.optim
     _check(bool(cfg.model.encoder), "model.encoder: must name an encoder (alias, hub id or path)")
     _check(bool(cfg.model.lm), "model.lm: must name a language model (alias, hub id or path)")
+    _check(
+        not (cfg.model.bridge_init == "ridge" and cfg.model.init_bridge_from),
+        "model.bridge_init=ridge and model.init_bridge_from both set the bridge's start; keep one",
+    )
+    _check(
+        cfg.model.bridge_init != "ridge" or cfg.model.bridge == "linear",
+        "model.bridge_init=ridge fits a linear map; set model.bridge: linear",
+    )
+    _check(cfg.model.bridge_init_examples >= 1, "model.bridge_init_examples: must be >= 1")
     _check(len(d.train) > 0, "data.train: give at least one data source (a `path` and/or a `hub` name)")
     for group, sources in (("data.train", d.train), ("data.eval", d.eval)):
         for i, src in enumerate(sources):
@@ -284,7 +313,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                 src.max_examples is None or src.max_examples >= 1,
                 f"{where}.max_examples: must be >= 1 or null",
             )
-            if d.mode == "labeled":
+            if (src.mode or d.mode) == "labeled":
                 _check(
                     bool(src.instruction_field) and bool(src.output_field),
                     f"{where}: labeled mode needs instruction_field and output_field",

@@ -13,6 +13,7 @@ import gzip
 import io
 import json
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,9 @@ class DataError(ValueError):
 class Example:
     encoder_text: str
     target: str
+    # Per-example LM prompt and end-of-sequence choice when objectives are mixed; None = the run's default.
+    lm_prompt: str | None = None
+    append_eos: bool | None = None
 
     @property
     def length(self) -> int:
@@ -269,7 +273,7 @@ def labeled_example(
         return None  # empty rows carry no training signal
     extra = _field(row, source.input_field, source, required=False)
     system = _field(row, source.system_field, source, required=False) or system_prompt
-    return Example(template.encoder_text(instruction, extra, system), output)
+    return Example(template.encoder_text(instruction, extra, system), output, source.lm_prompt)
 
 
 def document_text(row: dict, source: DataSource) -> str | None:
@@ -279,6 +283,30 @@ def document_text(row: dict, source: DataSource) -> str | None:
     text = text.strip()
     # A split needs at least two pieces; single words cannot be split into input and continuation.
     return text if len(text.split()) >= 2 else None
+
+
+# A sentence ends at . ! or ? (optionally closed by a quote or bracket) before whitespace and a capital or digit.
+SENTENCE_BOUNDARY = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[\"'(\[]?[A-Z0-9])")
+
+
+def split_sentences(text: str, min_words: int = 4, max_chars: int = 400) -> list[str]:
+    """English sentences of a document, without headings, fragments or over-long run-ons."""
+    out = []
+    for line in text.splitlines():
+        for sentence in SENTENCE_BOUNDARY.split(line.strip()):
+            sentence = sentence.strip()
+            if (
+                len(sentence.split()) >= min_words
+                and len(sentence) <= max_chars
+                and sentence[-1] in ".!?\"')"
+            ):
+                out.append(sentence)
+    return out
+
+
+def reconstruction_examples(text: str, source: DataSource) -> list[Example]:
+    """Reconstruction (alignment) mode: the encoder reads an English sentence, the LM learns to write it back."""
+    return [Example(s, s, source.lm_prompt, True) for s in split_sentences(text)]
 
 
 class DocumentSplitter:
@@ -323,8 +351,8 @@ class DocumentSplitter:
             out.append(starts[k] if k >= 1 else len(text))
         return out
 
-    def make(self, text: str, offset: int) -> Example:
-        return Example(text[:offset], text[offset : offset + self.tail_chars])
+    def make(self, text: str, offset: int, lm_prompt: str | None = None) -> Example:
+        return Example(text[:offset], text[offset : offset + self.tail_chars], lm_prompt, False)
 
     def __call__(self, text: str, index: int) -> Example:
         return self.make(text, self.split_offsets([text], [index])[0])
@@ -344,9 +372,12 @@ class LabeledDataset(Dataset):
 class DocumentDataset(Dataset):
     """Unlabeled documents; split points are computed once up front (batched) so lengths are known for grouping."""
 
-    def __init__(self, docs: list[str], splitter: DocumentSplitter, chunk: int = 1024):
+    def __init__(
+        self, docs: list[str], splitter: DocumentSplitter, chunk: int = 1024, lm_prompt: str | None = None
+    ):
         self.docs = docs
         self.splitter = splitter
+        self.lm_prompt = lm_prompt
         self.offsets: list[int] = []
         for start in range(0, len(docs), chunk):
             part = docs[start : start + chunk]
@@ -356,7 +387,22 @@ class DocumentDataset(Dataset):
         return len(self.docs)
 
     def __getitem__(self, i: int) -> Example:
-        return self.splitter.make(self.docs[i], self.offsets[i])
+        return self.splitter.make(self.docs[i], self.offsets[i], self.lm_prompt)
+
+
+class MixedDataset(Dataset):
+    """Sources of different modes one after another (index i runs through the first, then the second, ...)."""
+
+    def __init__(self, parts: list[LabeledDataset | DocumentDataset]):
+        self.parts = parts
+        self.starts = np.cumsum([0] + [len(p) for p in parts])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, i: int) -> Example:
+        part = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return self.parts[part][i - int(self.starts[part])]
 
 
 def token_lengths(dataset: LabeledDataset | DocumentDataset, processor: Any, chunk: int = 1024) -> list[int]:
@@ -537,8 +583,9 @@ class Collator:
             warnings.filterwarnings("ignore", message=r".*exceed.*max_(encoder|lm)_length.*")
             batch = self.processor(
                 [e.encoder_text for e in examples],
+                lm_prompts=[e.lm_prompt for e in examples],
                 targets=[e.target for e in examples],
-                append_eos=self.append_eos,
+                append_eos=[self.append_eos if e.append_eos is None else e.append_eos for e in examples],
                 padding_side="right",
             )
         return dict(batch)
@@ -580,15 +627,24 @@ def _example_stream(
     """(global index, Example) over all sources in order; skipped rows do not consume an index."""
     index = 0
     for source in sources:
+        mode = source.mode or cfg.mode
         for row in iter_records(source, data_dir, streaming):
-            if cfg.mode == "labeled":
-                ex = labeled_example(row, source, template, cfg.system_prompt)
+            if mode == "labeled":
+                found = [labeled_example(row, source, template, cfg.system_prompt)]
+            elif mode == "reconstruction":
+                text = document_text(row, source)
+                found = [] if text is None else reconstruction_examples(text, source)
             else:
                 text = document_text(row, source)
-                ex = None if text is None else splitter(text, index)  # type: ignore[misc]
-            if ex is not None:
-                yield index, ex
-                index += 1
+                found = [
+                    None
+                    if text is None
+                    else splitter.make(text, splitter.split_offsets([text], [index])[0], source.lm_prompt)
+                ]  # type: ignore[union-attr]
+            for ex in found:
+                if ex is not None:
+                    yield index, ex
+                    index += 1
 
 
 def _docs(sources: list[DataSource], data_dir: Path | None) -> list[str]:
@@ -606,19 +662,23 @@ def build_data(cfg: DataConfig, processor: Any, seed: int) -> TrainData:
     data_dir = resolve_data_dir(cfg.data_dir)
     template = get_template(cfg.template, cfg.encoder_template, cfg.lm_prompt)
     splitter = None
-    if cfg.mode == "unlabeled":
+    if "unlabeled" in {s.mode or cfg.mode for s in [*cfg.train, *cfg.eval]}:
         max_split = cfg.max_split_tokens if cfg.max_split_tokens is not None else cfg.max_encoder_length
         splitter = DocumentSplitter(
             processor.encoder_tokenizer, cfg.min_split_tokens, max_split, cfg.max_lm_length, seed
         )
     sources = [describe(s, data_dir) for s in cfg.train]
 
-    def build_list(srcs: list[DataSource]) -> LabeledDataset | DocumentDataset:
-        if cfg.mode == "labeled":
-            return LabeledDataset(
-                [ex for _, ex in _example_stream(srcs, cfg, data_dir, template, None, False)]
-            )
-        return DocumentDataset(_docs(srcs, data_dir), splitter)  # type: ignore[arg-type]
+    def build_one(source: DataSource) -> LabeledDataset | DocumentDataset:
+        if (source.mode or cfg.mode) == "unlabeled":
+            return DocumentDataset(_docs([source], data_dir), splitter, lm_prompt=source.lm_prompt)  # type: ignore[arg-type]
+        return LabeledDataset(
+            [ex for _, ex in _example_stream([source], cfg, data_dir, template, None, False)]
+        )
+
+    def build_list(srcs: list[DataSource]) -> LabeledDataset | DocumentDataset | MixedDataset:
+        parts = [build_one(source) for source in srcs]
+        return parts[0] if len(parts) == 1 else MixedDataset(parts)
 
     eval_examples: list[Example] = []
     if cfg.eval:
@@ -644,7 +704,7 @@ def build_data(cfg: DataConfig, processor: Any, seed: int) -> TrainData:
                     _example_stream(cfg.train, cfg, data_dir, template, splitter, True), holdout
                 )
             ]
-        return TrainData(None, [], stream, eval_examples, template, cfg.mode == "labeled", sources)
+        return TrainData(None, [], stream, eval_examples, template, cfg.mode != "unlabeled", sources)
 
     train = build_list(cfg.train)
     if len(train) == 0:
@@ -662,7 +722,7 @@ def build_data(cfg: DataConfig, processor: Any, seed: int) -> TrainData:
         held = set(int(i) for i in perm[: cfg.eval_size])
         eval_examples = [train[i] for i in sorted(held)]
         indices = [i for i in indices if i not in held]
-    return TrainData(train, indices, None, eval_examples, template, cfg.mode == "labeled", sources)
+    return TrainData(train, indices, None, eval_examples, template, cfg.mode != "unlabeled", sources)
 
 
 def _take(it: Iterator[tuple[int, Example]], n: int) -> Iterator[tuple[int, Example]]:

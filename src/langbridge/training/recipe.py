@@ -173,7 +173,13 @@ def build_model_and_processor(cfg: TrainConfig, torch_dtype: torch.dtype) -> tup
         train_encoder_embeddings=m.train_encoder_embeddings,
         max_encoder_length=d.max_encoder_length,
         max_lm_length=d.max_lm_length,
+        encoder_layer=m.encoder_layer,
+        encoder_layer_mix=m.encoder_layer_mix,
+        bridge_input_norm=m.bridge_input_norm,
+        soft_token_norm="lm" if m.soft_token_norm else None,
     )
+    if m.init_bridge_from:
+        init_bridge(model, m.init_bridge_from)
     # The frozen LM may be held in bf16; the weights we train stay fp32 (AdamW on bf16 weights loses updates).
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
@@ -200,6 +206,42 @@ def build_model_and_processor(cfg: TrainConfig, torch_dtype: torch.dtype) -> tup
         soft_token_id=model.config.soft_token_id,
     )
     return model, processor
+
+
+def init_bridge(model: Any, source: str) -> None:
+    """Copy the bridge weights of another run's checkpoint (full or adapter-only) into `model`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from langbridge.modeling import ADAPTER_WEIGHTS, FULL_WEIGHTS
+
+    folder = Path(source)
+    files = [folder / name for name in (ADAPTER_WEIGHTS, FULL_WEIGHTS) if (folder / name).is_file()]
+    if not files:
+        raise ConfigError(
+            f"model.init_bridge_from={source!r}: no {ADAPTER_WEIGHTS} or {FULL_WEIGHTS} there; point it at a "
+            "checkpoint folder written by `langbridge train` (e.g. OUTPUT_DIR/final)."
+        )
+    try:
+        state = {k: v for k, v in load_file(files[0]).items() if k.startswith("bridge.")}
+    except (SafetensorError, OSError) as err:
+        raise ConfigError(f"model.init_bridge_from: could not read {files[0]} ({err}).") from err
+    try:
+        model.load_adapter_state_dict(state, source=str(files[0]))
+    except ValueError as err:
+        raise ConfigError(f"model.init_bridge_from: {err} Use the same bridge options as that run.") from err
+
+
+def fit_bridge(model: Any, processor: Any, data: Any, n: int) -> None:
+    """`model.bridge_init: ridge`: the closed-form start, fitted on the first `n` training inputs."""
+    from langbridge.bridge_init import fit_linear_bridge
+
+    if data.train is not None:
+        texts = [data.train[i].encoder_text for i in data.train_indices[:n]]
+    else:
+        texts = [ex.encoder_text for _, ex in zip(range(n), (ex for _, ex in data.stream()), strict=False)]
+    stats = fit_linear_bridge(model, processor, texts)
+    logger.info("bridge_init=ridge on %d inputs: %s", len(texts), stats)
 
 
 def enable_checkpointing(model: Any) -> None:
@@ -605,6 +647,8 @@ def _train(cfg: TrainConfig, resume: bool) -> Path:
     model, processor = build_model_and_processor(cfg, torch_dtype)
     set_train_mode(model)
     data = build_data(cfg.data, processor, cfg.seed)
+    if cfg.model.bridge_init == "ridge" and checkpoint is None:
+        fit_bridge(model, processor, data, cfg.model.bridge_init_examples)
     collator = Collator(processor, append_eos=data.append_eos)
     total_steps = count_steps(cfg, data, world, grad_accum)
     optimizer = torch.optim.AdamW(

@@ -1,3 +1,3 @@
 """Built-in benchmarks; importing this package registers them (one module per benchmark family)."""
 
-from . import bbh, humaneval, mgsm, xcopa  # noqa: F401
+from . import bbh, flores, humaneval, mgsm, xcopa  # noqa: F401

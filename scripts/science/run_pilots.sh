@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Pilot chain for docs/science.md: each line trains the reconstruction (alignment) stage with one option set
+# and scores it on FLORES dev. Usage: bash scripts/science/run_pilots.sh OUT NAME "overrides" [NAME "overrides" ...]
+set -uo pipefail
+out=$1; shift
+mkdir -p "$out"
+while [ $# -ge 2 ]; do
+  name=$1; overrides=$2; shift 2
+  if [ ! -f "$out/$name/final/config.json" ]; then
+    echo "=== $name: $overrides ($(date +%T))"
+    # shellcheck disable=SC2086
+    langbridge train configs/demo/reconstruction.yaml output_dir="$out/$name" $overrides 2>&1 \
+      | grep -E "held-out|step .*loss|done:" | tail -20
+  fi
+  python scripts/science/pilot_eval.py "$out/$name/final" 2>&1 | grep -v Loading
+done
