@@ -73,11 +73,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from langbridge.training.checkpoint_io import CheckpointError
     from langbridge.training.data import DataError
-    from langbridge.training.recipe import train
+    from langbridge.training.recipe import TrainingDiverged, train
 
     try:
         final = train(cfg, resume="auto" if args.resume_or_start else args.resume)
-    except (ConfigError, DataError, FileExistsError, CheckpointError) as exc:
+    except (ConfigError, DataError, FileExistsError, CheckpointError, TrainingDiverged) as exc:
         print(f"langbridge train: {exc}", file=sys.stderr)
         return 2
     if os.environ.get("RANK", "0") == "0":

@@ -323,6 +323,16 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             "data.template=custom needs data.encoder_template (with {text}) and data.lm_prompt",
         )
 
+    for name in (
+        "lr_bridge",
+        "lr_encoder",
+        "weight_decay_bridge",
+        "weight_decay_encoder",
+        "max_grad_norm",
+        "adam_eps",
+    ):
+        value = getattr(o, name)
+        _check(math.isfinite(value), f"optim.{name}: must be a finite number, got {value}")
     _check(o.lr_bridge > 0, f"optim.lr_bridge: must be > 0, got {o.lr_bridge}")
     _check(o.lr_encoder >= 0, f"optim.lr_encoder: must be >= 0, got {o.lr_encoder}")
     for name in ("weight_decay_bridge", "weight_decay_encoder", "max_grad_norm", "adam_eps"):

@@ -353,6 +353,10 @@ class BatchIterator:
             epoch, start = epoch + 1, 0
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; nothing from the diverged weights was saved."""
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 
@@ -741,7 +745,15 @@ def _train(cfg: TrainConfig, resume: bool | str) -> Path:
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
         pos.step += 1
-        pos.window_loss += float(accelerator.reduce(step_loss, reduction="mean"))
+        step_mean = float(accelerator.reduce(step_loss, reduction="mean"))
+        if not math.isfinite(step_mean):
+            # Stop before anything is saved from the broken weights: `final` and later checkpoints stay absent.
+            raise TrainingDiverged(
+                f"the training loss became {step_mean} at step {pos.step}; nothing was saved from this step on "
+                "(no final adapter). Lower optim.lr_bridge or set optim.max_grad_norm, and train again in a new "
+                "output_dir"
+            )
+        pos.window_loss += step_mean
         pos.window_steps += 1
         bar.update(1)
 

@@ -1,0 +1,92 @@
+"""Issue 17's catalogue of bad inputs: each gets a clear one-line error naming the problem and the fix.
+
+Checkpoint loading (items 1, 7) is in test_checkpoint_safety.py, convert-official's destination (item 2) in
+test_convert_official.py, the code sandbox (items 3, 4) in test_sandbox_escapes.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_training_run import base_config, write_yaml
+
+from langbridge.training import train
+from langbridge.training.config import ConfigError, config_from_dict
+from langbridge.training.recipe import TrainingDiverged
+
+
+def one_line_error(capsys: pytest.CaptureFixture) -> str:
+    """The error output, which must be exactly one line (progress bars of model loading aside)."""
+    lines = [
+        line
+        for line in capsys.readouterr().err.splitlines()
+        if line.strip() and "\r" not in line and "it/s]" not in line
+    ]
+    assert len(lines) == 1, lines
+    assert "Traceback" not in lines[0]
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------- item 6: non-finite training
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), float("-inf")])
+def test_non_finite_learning_rate_is_refused(tiny_dirs, tmp_path: Path, value: float) -> None:
+    cfg = base_config(tiny_dirs, tmp_path)
+    cfg["optim"] = {"lr_bridge": value}
+    with pytest.raises(ConfigError, match="optim.lr_bridge"):
+        config_from_dict(cfg)
+
+
+@pytest.mark.parametrize("text", [".inf", ".nan", "-.inf"])
+def test_non_finite_learning_rate_on_the_command_line_exits_2(
+    tiny_dirs, tmp_path: Path, capsys, text: str
+) -> None:
+    from langbridge.cli import main
+
+    config = write_yaml(base_config(tiny_dirs, tmp_path), tmp_path / "c.yaml")
+    assert main(["train", str(config), f"optim.lr_encoder={text}"]) == 2
+    assert "optim.lr_encoder" in one_line_error(capsys)
+
+
+@pytest.fixture
+def loss_turns_nan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model's training loss becomes NaN from the third forward pass on (as after a bad update)."""
+    from langbridge.modeling import LangBridgeModel
+
+    original, calls = LangBridgeModel.forward, []
+
+    def forward(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        if self.training:
+            calls.append(1)
+            if len(calls) >= 3 and out.loss is not None:
+                out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(LangBridgeModel, "forward", forward)
+
+
+def test_diverging_loss_stops_the_run_without_saving_a_final_adapter(
+    tiny_dirs, tmp_path: Path, capsys, loss_turns_nan: None
+) -> None:
+    cfg = base_config(tiny_dirs, tmp_path, max_steps=6, eval_interval=0, save_interval=1)
+    with pytest.raises(TrainingDiverged, match="became nan at step 3"):
+        train(config_from_dict(cfg))
+    run = tmp_path / "run"
+    assert not (run / "final").exists()
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+
+
+def test_diverging_loss_is_one_line_on_the_command_line(
+    tiny_dirs, tmp_path: Path, capsys, loss_turns_nan: None
+) -> None:
+    from langbridge.cli import main
+
+    cfg = base_config(tiny_dirs, tmp_path, max_steps=6, eval_interval=0)
+    capsys.readouterr()
+    assert main(["train", str(write_yaml(cfg, tmp_path / "c.yaml"))]) == 2
+    err = one_line_error(capsys)
+    assert "loss became nan" in err and "lr_bridge" in err
+    assert not (tmp_path / "run" / "final").exists()
