@@ -90,3 +90,73 @@ def test_diverging_loss_is_one_line_on_the_command_line(
     err = one_line_error(capsys)
     assert "loss became nan" in err and "lr_bridge" in err
     assert not (tmp_path / "run" / "final").exists()
+
+
+# ----------------------------------------------------------------------------- item 9: generation settings
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--num-beams", "0"], "--num-beams 0: must be >= 1"),
+        (["--max-new-tokens", "0"], "--max-new-tokens 0"),
+        (["--batch-size", "0"], "--batch-size 0"),
+        (["--do-sample", "--top-p", "0"], "--top-p 0.0: must be in (0, 1]"),
+        (["--do-sample", "--top-p", "1.5"], "--top-p 1.5"),
+        (["--do-sample", "--temperature", "0"], "--temperature 0.0: must be a number > 0"),
+        (["--do-sample", "--temperature", "nan"], "--temperature nan"),
+        (["--temperature", "0.3"], "--temperature only apply to sampling; add --do-sample"),
+        (["--top-p", "0.5"], "--top-p only apply to sampling"),
+    ],
+)
+def test_invalid_generation_settings_are_one_line_errors(
+    tmp_path: Path, capsys, flags: list[str], expected: str
+) -> None:
+    from langbridge.cli import main
+
+    # The checkpoint does not exist: the settings are checked before anything is loaded.
+    assert main(["generate", str(tmp_path / "no-model"), "hello", *flags]) == 1
+    assert expected in one_line_error(capsys)
+
+
+def test_valid_sampling_settings_reach_generate() -> None:
+    import argparse
+
+    from langbridge.inference import _generation_kwargs
+
+    args = argparse.Namespace(
+        max_new_tokens=4, num_beams=1, do_sample=True, temperature=None, top_p=1.0, stop=None, batch_size=1
+    )
+    assert _generation_kwargs(args) == {
+        "max_new_tokens": 4,
+        "num_beams": 1,
+        "do_sample": True,
+        "temperature": 0.7,
+        "top_p": 1.0,
+    }
+
+
+@pytest.mark.parametrize("texts", [None, 3, b"bytes", ["ok", None], ["ok", 5], {"text": "x"}])
+def test_processor_rejects_non_text_with_a_type_error(tiny_langbridge, texts) -> None:
+    _, processor = tiny_langbridge()
+    with pytest.raises(TypeError, match="str"):
+        processor(texts)
+
+
+def test_processor_still_takes_tuples_and_generators(tiny_langbridge) -> None:
+    _, processor = tiny_langbridge()
+    a = processor(("What is 2 plus 3?",))
+    b = processor(t for t in ["What is 2 plus 3?"])
+    assert a["input_ids"].tolist() == b["input_ids"].tolist()
+
+
+def test_generate_rejects_inputs_embeds(tiny_langbridge) -> None:
+    import torch
+
+    model, processor = tiny_langbridge()
+    batch = processor(["What is 2 plus 3?"])
+    embeds = model.lm.get_input_embeddings()(batch["input_ids"])
+    with pytest.raises(ValueError, match="does not take inputs_embeds"):
+        model.generate(**batch, inputs_embeds=embeds, max_new_tokens=2)
+    with torch.no_grad():
+        assert model.generate(**batch, max_new_tokens=2, do_sample=False).shape[0] == 1
