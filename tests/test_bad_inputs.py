@@ -160,3 +160,59 @@ def test_generate_rejects_inputs_embeds(tiny_langbridge) -> None:
         model.generate(**batch, inputs_embeds=embeds, max_new_tokens=2)
     with torch.no_grad():
         assert model.generate(**batch, max_new_tokens=2, do_sample=False).shape[0] == 1
+
+
+# ----------------------------------------------------------------------------- item 5: files that are not UTF-8
+
+BINARY = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe"
+
+
+def test_non_utf8_yaml_config_names_the_file_and_exits_2(tmp_path: Path, capsys) -> None:
+    from langbridge.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_bytes(b"max_steps: 2\noutput_dir: caf\xe9\n")  # Latin-1, not UTF-8
+    assert main(["train", str(config)]) == 2
+    err = one_line_error(capsys)
+    assert f"{config}:2: not UTF-8 text" in err and "UTF-8" in err
+
+
+def test_non_utf8_data_row_names_the_file_and_line(tiny_dirs, tmp_path: Path, capsys) -> None:
+    from langbridge.cli import main
+
+    data = tmp_path / "train.jsonl"
+    data.write_bytes(b'{"instruction": "a", "output": "b"}\n{"instruction": "caf\xe9", "output": "b"}\n')
+    config = write_yaml(base_config(tiny_dirs, tmp_path, max_steps=1), tmp_path / "c.yaml")
+    assert main(["train", str(config)]) == 2
+    assert f"{data}:2: not UTF-8 text" in one_line_error(capsys)
+
+
+def test_binary_file_passed_as_jsonl_data(tiny_dirs, tmp_path: Path, capsys) -> None:
+    from langbridge.cli import main
+
+    (tmp_path / "train.jsonl").write_bytes(BINARY)
+    config = write_yaml(base_config(tiny_dirs, tmp_path, max_steps=1), tmp_path / "c.yaml")
+    assert main(["train", str(config)]) == 2
+    assert "train.jsonl:1: not UTF-8 text" in one_line_error(capsys)
+
+
+def test_binary_predictions_given_to_analyze_and_compare(tmp_path: Path, capsys) -> None:
+    from langbridge.cli import main
+
+    pred = tmp_path / "mgsm.jsonl"
+    pred.write_bytes(BINARY)
+    assert main(["analyze", "output-language", str(pred), "--output", str(tmp_path / "out")]) == 2
+    assert f"{pred}:1: not UTF-8 text" in one_line_error(capsys)
+    results = tmp_path / "results.json"
+    results.write_bytes(BINARY)
+    assert main(["compare", str(results)]) == 1
+    assert f"{results}:1: not UTF-8 text" in one_line_error(capsys)
+
+
+def test_binary_predictions_file_when_resuming_an_eval(tmp_path: Path) -> None:
+    from langbridge.evaluation.runner import read_predictions
+
+    pred = tmp_path / "xcopa.jsonl"
+    pred.write_bytes(b'{"key": "a"}\n' + BINARY)
+    with pytest.raises(ValueError, match=r"xcopa.jsonl:2: not UTF-8 text"):
+        read_predictions(pred)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -76,6 +76,35 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def not_utf8_message(path: str | os.PathLike, err: UnicodeDecodeError, line: int | None = None) -> str:
+    """One line naming the file, the line and the byte that is not UTF-8, and the fix."""
+    if line is None and isinstance(err.object, bytes):
+        line = err.object[: err.start].count(b"\n") + 1
+    where = f"{path}:{line}" if line is not None else str(path)
+    byte = err.object[err.start : err.start + 1].hex() if isinstance(err.object, bytes) else "?"
+    return f"{where}: not UTF-8 text (byte 0x{byte}); is it a binary file? Save it as UTF-8 text"
+
+
+def read_utf8(path: str | os.PathLike, error: type[Exception] = ValueError) -> str:
+    """The whole file as text; a file that is not UTF-8 raises `error` naming the file and line."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise error(not_utf8_message(path, err)) from None
+
+
+def utf8_lines(
+    handle: Iterable[bytes], path: str | os.PathLike, error: type[Exception] = ValueError
+) -> Iterator[tuple[int, str]]:
+    """(line number, text) for each line of a binary handle; a line that is not UTF-8 raises `error`."""
+    for lineno, raw in enumerate(handle, 1):
+        try:
+            yield lineno, raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise error(not_utf8_message(path, err, lineno)) from None
 
 
 def resolve_model_name(name_or_path: str | os.PathLike) -> str:

@@ -16,6 +16,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
+from langbridge.utils import read_utf8
+
 Mode = Literal["labeled", "unlabeled"]
 TemplateName = Literal["plain", "metamath", "alpaca", "orca2", "chatml", "custom"]
 FileFormat = Literal["auto", "jsonl", "json", "txt", "tsv"]
@@ -463,7 +465,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 f"config file {str(path)!r} not found; see configs/ for examples (configs/default.yaml)"
             )
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            loaded = yaml.safe_load(read_utf8(path, ConfigError))
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
         if loaded is not None and not isinstance(loaded, dict):
