@@ -141,3 +141,60 @@ def test_conversion_errors_are_clear(tmp_path, tiny_dirs):
             lm=tiny_dirs["llama"],
             allow_pickle=True,
         )
+
+
+def test_non_empty_destination_is_kept_unless_overwrite(tmp_path, tiny_dirs, capsys):
+    """Issue 17 item 2: convert-official deleted everything already in DST (notes, an adapter), exit 0."""
+    from langbridge.cli import main
+
+    write_official_checkpoint(tmp_path / "official", tiny_dirs["bert"], tiny_dirs["llama"])
+    dst = tmp_path / "dst"
+    (dst / "adapter").mkdir(parents=True)
+    (dst / "notes.txt").write_text("my notes")
+    (dst / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
+    args = ["convert-official", str(tmp_path / "official"), str(dst)]
+    args += ["--encoder", tiny_dirs["bert"], "--lm", tiny_dirs["llama"]]
+    capsys.readouterr()  # drop the progress bars of building the official checkpoint
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert "is not empty" in err and "--overwrite" in err and str(dst) in err and "\n" not in err
+    assert (dst / "notes.txt").read_text() == "my notes"
+    assert (dst / "adapter" / "adapter_model.safetensors").read_bytes() == b"weights"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".dst.")]  # no temp folder left
+
+    # An existing file as DST is refused too; an empty folder is simply filled.
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="existing file"):
+        convert_official(
+            tmp_path / "official", tmp_path / "file", encoder=tiny_dirs["bert"], lm=tiny_dirs["llama"]
+        )
+    (tmp_path / "empty").mkdir()
+    convert_official(
+        tmp_path / "official", tmp_path / "empty", encoder=tiny_dirs["bert"], lm=tiny_dirs["llama"]
+    )
+    assert (tmp_path / "empty" / "config.json").is_file()
+
+    # --overwrite replaces the folder as a whole, leaving no aside/temp folders behind.
+    assert main([*args, "--overwrite"]) == 0
+    assert (dst / "config.json").is_file() and not (dst / "notes.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_atomic_directory_keeps_a_dot_old_folder_of_the_user(tmp_path):
+    from langbridge.utils import atomic_directory
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a").write_text("old")
+    (tmp_path / ".out.old").mkdir()  # the old helper's fixed aside name: someone's data here was deleted
+    (tmp_path / ".out.old" / "keep").write_text("mine")
+    with atomic_directory(tmp_path / "out", overwrite=True) as tmp:
+        (tmp / "b").write_text("new")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b"]
+    assert (tmp_path / ".out.old" / "keep").read_text() == "mine"
+
+
+def test_invalid_official_config_names_the_file(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "config.json").write_bytes(b"\xff\xfe{not json")
+    with pytest.raises(ValueError, match=r"config.json is not valid JSON"):
+        convert_official(tmp_path / "src", tmp_path / "out")

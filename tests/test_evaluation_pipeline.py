@@ -20,6 +20,7 @@ from langbridge.evaluation import (
     get_task,
     read_predictions,
 )
+from langbridge.evaluation.bwrap import bwrap_problem
 from langbridge.evaluation.cli import add_parsers
 from langbridge.evaluation.data import DataSource
 
@@ -396,6 +397,9 @@ def _write_humaneval(folder: Path) -> None:
     (folder / "HumanEval.jsonl").write_text("".join(json.dumps(p) + "\n" for p in problems))
 
 
+@pytest.mark.skipif(
+    bwrap_problem() is not None, reason="bubblewrap sandbox unavailable; apt-get install bubblewrap"
+)
 def test_humaneval_greedy_and_sampled_pass_at_k(tmp_path: Path) -> None:
     _write_humaneval(tmp_path / "humaneval")
     body = {"add": "\n    return a + b", "neg": "\n    return a"}  # neg is wrong

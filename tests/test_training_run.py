@@ -359,7 +359,7 @@ def test_resume_after_sigkill_repeats_the_uninterrupted_loss_curve(tiny_dirs, tm
 
 def test_resume_without_checkpoint_starts_fresh_and_warns_on_changed_settings(tiny_dirs, tmp_path, caplog):
     cfg = base_config(tiny_dirs, tmp_path, max_steps=4, save_interval=2, eval_interval=0)
-    train(config_from_dict(cfg), resume=True)  # nothing to resume: starts at step 0
+    train(config_from_dict(cfg), resume="auto")  # --resume-or-start, nothing to resume: starts at step 0
     assert [s for s, _ in train_rows(tmp_path / "run")] == [1, 2, 3, 4]
     # Continue the run (from its last checkpoint, step 2) for longer with a changed learning rate: allowed,
     # but said out loud.

@@ -30,7 +30,7 @@ from langbridge.processing import (
     default_soft_token_id,
     load_lm_tokenizer,
 )
-from langbridge.utils import atomic_directory, resolve_model_name
+from langbridge.utils import atomic_directory, check_replaceable, resolve_model_name
 
 REQUIRED_FIELDS = ("enc", "lm", "alignments")
 
@@ -96,18 +96,27 @@ def convert_official(
     encoder: str | None = None,
     lm: str | None = None,
     allow_pickle: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """Convert `src` (an official checkpoint directory) into a full LangBridge checkpoint at `dst`.
 
     `encoder` / `lm` point at local directories (or hub ids) of the base models with their tokenizers; they
-    default to the ids the official config names."""
+    default to the ids the official config names. A non-empty `dst` is refused unless `overwrite`."""
     src_dir, dst_dir = Path(src), Path(dst)
+    check_replaceable(dst_dir, overwrite)  # before the slow part
     config_file = src_dir / "config.json"
     if not config_file.exists():
         raise FileNotFoundError(
             f"{config_file} does not exist: SRC must be an official LangBridge checkpoint directory."
         )
-    official = json.loads(config_file.read_text())
+    try:
+        official = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(
+            f"{config_file} is not valid JSON ({err}); SRC must hold the official config.json"
+        ) from err
+    if not isinstance(official, dict):
+        raise ValueError(f"{config_file} holds a {type(official).__name__}, not a JSON object of settings")
     missing = [f for f in REQUIRED_FIELDS if f not in official]
     if missing:
         raise ValueError(f"{config_file} lacks {missing}: not a config of the official LangBridge code.")
@@ -160,7 +169,7 @@ def convert_official(
     model.tie_weights()
     model.apply_freezing()
     processor = LangBridgeProcessor.from_encoder_and_lm(encoder_source, lm_tokenizer)
-    with atomic_directory(dst_dir) as tmp:
+    with atomic_directory(dst_dir, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
     return dst_dir
@@ -182,12 +191,22 @@ def add_parsers(subparsers: Any) -> None:
     parser.add_argument("--encoder", help="local directory (or hub id) of the base encoder and its tokenizer")
     parser.add_argument("--lm", help="local directory (or hub id) of the base LM and its tokenizer")
     parser.add_argument("--allow-pickle", action="store_true", help="allow reading pytorch_model*.bin files")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a non-empty DST (atomically, once the conversion is done)",
+    )
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     out = convert_official(
-        args.src, args.dst, encoder=args.encoder, lm=args.lm, allow_pickle=args.allow_pickle
+        args.src,
+        args.dst,
+        encoder=args.encoder,
+        lm=args.lm,
+        allow_pickle=args.allow_pickle,
+        overwrite=args.overwrite,
     )
     print(f"Converted {args.src} -> {out}")
     return 0

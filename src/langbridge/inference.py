@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,15 +172,47 @@ class TextGenerator:
             )
 
 
+def _check_generation_args(args: argparse.Namespace) -> None:
+    """One-line errors for settings that generate would reject with a traceback, or silently ignore."""
+    if args.num_beams < 1:
+        raise ValueError(f"--num-beams {args.num_beams}: must be >= 1 (1 = no beam search)")
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens {args.max_new_tokens}: must be >= 1")
+    if getattr(args, "batch_size", 1) < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: must be >= 1")
+    if not args.do_sample:
+        given = [
+            flag
+            for flag, value in (("--temperature", args.temperature), ("--top-p", args.top_p))
+            if value is not None
+        ]
+        if given:
+            raise ValueError(
+                f"{' and '.join(given)} only apply to sampling; add --do-sample, or drop them for greedy"
+            )
+        return
+    if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature > 0):
+        raise ValueError(f"--temperature {args.temperature}: must be a number > 0 (lower = less random)")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise ValueError(f"--top-p {args.top_p}: must be in (0, 1] (1 = no nucleus filtering)")
+
+
 def _generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    _check_generation_args(args)
     kwargs: dict[str, Any] = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams}
     if args.do_sample:
-        kwargs.update(do_sample=True, temperature=args.temperature, top_p=args.top_p)
+        temperature = DEFAULT_TEMPERATURE if args.temperature is None else args.temperature
+        kwargs.update(
+            do_sample=True, temperature=temperature, top_p=DEFAULT_TOP_P if args.top_p is None else args.top_p
+        )
     else:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     if args.stop:
         kwargs["stop_strings"] = args.stop
     return kwargs
+
+
+DEFAULT_TEMPERATURE, DEFAULT_TOP_P = 0.7, 0.95
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -188,8 +221,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--num-beams", type=int, default=1)
     parser.add_argument("--do-sample", action="store_true")
-    parser.add_argument("--temperature", type=float, default=0.7)
-    parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--temperature", type=float, help=f"with --do-sample (default {DEFAULT_TEMPERATURE})")
+    parser.add_argument("--top-p", type=float, help=f"with --do-sample, in (0, 1] (default {DEFAULT_TOP_P})")
     parser.add_argument("--stop", action="append", help="stop string (repeatable)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
@@ -234,6 +267,7 @@ def _read_inputs(args: argparse.Namespace) -> list[str]:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
+    _check_generation_args(args)  # before the model is loaded
     texts = _read_inputs(args)
     torch.manual_seed(args.seed)
     generator = TextGenerator.load(args.checkpoint, lm_only=args.lm_only, device=args.device)
@@ -249,6 +283,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 
 def _run_chat(args: argparse.Namespace) -> int:
+    _check_generation_args(args)
     torch.manual_seed(args.seed)
     generator = TextGenerator.load(args.checkpoint, lm_only=args.lm_only, device=args.device)
     kind = "LM alone" if generator.processor is None else "LangBridge"

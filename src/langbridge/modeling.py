@@ -372,6 +372,12 @@ class LangBridgeModel(LangBridgePreTrainedModel, GenerationMixin):
         """`GenerationMixin.generate` with the encoder run once up front; its output rides along as model kwargs
         (expanded for beam search / multiple return sequences like any other per-example tensor). Without a cache
         or cache_implementation given, LMs with plain full-attention layers decode into a `growing_cache`."""
+        if kwargs.get("inputs_embeds") is not None:
+            # The LM's embeddings are built from input_ids and the bridged encoder states; these would be dropped.
+            raise ValueError(
+                "LangBridgeModel.generate does not take inputs_embeds; pass the processor's outputs "
+                "(input_ids, attention_mask, encoder_input_ids, encoder_attention_mask)."
+            )
         if encoder_input_ids is not None:
             kwargs["bridged_embeds"], kwargs["bridged_mask"] = self.encode(
                 encoder_input_ids, encoder_attention_mask

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,9 +163,14 @@ class LangBridgeProcessor:
         """Encoder inputs plus the LM side: prefix, soft-token slots, prompt and (in training) the target.
 
         `lm_prompts` and `append_eos` may be given per example; a None prompt means the processor's own."""
+        if texts is None or isinstance(texts, (bytes, dict)) or not isinstance(texts, (str, Iterable)):
+            raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}.")
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             raise ValueError("texts is empty: pass at least one input text.")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"texts[{i}] is a {type(text).__name__}, not a str; pass text.")
         for i, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(

@@ -22,6 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ..utils import utf8_lines
 from .languages import LanguageInfo, code_for_lingua_name, resolve_language
 
 CATEGORIES: tuple[str, ...] = ("input_language", "english", "other", "undetermined")
@@ -190,8 +191,8 @@ def read_predictions(paths: Sequence[str | Path]) -> list[PredictionRecord]:
     records: list[PredictionRecord] = []
     scored_only = 0
     for path in find_prediction_files(paths):
-        with open(path, encoding="utf-8") as handle:
-            for lineno, line in enumerate(handle, start=1):
+        with open(path, "rb") as handle:
+            for lineno, line in utf8_lines(handle, path):
                 if not line.strip():
                     continue
                 where = f"{path}:{lineno}"

@@ -122,6 +122,11 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         type=_positive_int,
         help="parallel test programs for code tasks (default: CPU count, max 8)",
     )
+    p.add_argument(
+        "--unsafe-local-exec",
+        action="store_true",
+        help="code tasks: if bubblewrap is missing, run generated code WITHOUT a sandbox (disposable machines only)",
+    )
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument(
         "--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16"
@@ -161,6 +166,24 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     h.set_defaults(func=_run_lm_eval)
 
 
+def _code_sandbox_missing(args: argparse.Namespace) -> bool:
+    """Before any model is loaded: code tasks need bubblewrap, or an explicit --unsafe-local-exec."""
+    from .registry import available_tasks, get_task
+    from .sandbox import SandboxUnavailable, allow_unsafe_local_exec, resolve_isolation
+
+    known = set(available_tasks())
+    names = [t.strip() for t in str(args.tasks).split(",")]
+    if not any(n in known and get_task(n).kind == "code" for n in names):
+        return False  # unknown names get their own error later
+    allow_unsafe_local_exec(bool(getattr(args, "unsafe_local_exec", False)))
+    try:
+        resolve_isolation()
+    except SandboxUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return True
+    return False
+
+
 def _run_eval(args: argparse.Namespace) -> int:
     from .registry import available_tasks, get_task
 
@@ -190,6 +213,9 @@ def _run_eval(args: argparse.Namespace) -> int:
             )
             return 2
         task_dirs[TASK_FOLDERS[key]] = path
+
+    if _code_sandbox_missing(args):
+        return 1
 
     from .data import DataNotFoundError
     from .report import results_markdown

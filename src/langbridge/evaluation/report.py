@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..utils import read_utf8
+
 __all__ = ["results_markdown", "compare", "load_results"]
 
 SUMMARY_COLUMNS = ("AVG", "HRL", "LRL")
@@ -103,7 +105,7 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
             f"{path}: no results file; pass results.json files written by `langbridge eval`."
         )
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = json.loads(read_utf8(p))
     except json.JSONDecodeError as err:
         raise ValueError(f"{p} is not valid JSON ({err}).") from err
     if not isinstance(data, dict) or "tasks" not in data:

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ..utils import atomic_write_text
+from ..utils import atomic_write_text, read_utf8
 from .backends import EvalModel, load_backend
 from .data import DataNotFoundError, DataSource
 from .registry import BuildOptions, Example, Task, get_task
@@ -64,7 +64,7 @@ def read_predictions(path: str | os.PathLike) -> dict[str, dict]:
     p = Path(path)
     if not p.exists():
         return rows
-    lines = p.read_text(encoding="utf-8").splitlines()
+    lines = read_utf8(p).splitlines()
     for n, line in enumerate(lines):
         if not line.strip():
             continue

@@ -1,36 +1,33 @@
-"""Run model-generated Python (HumanEval / HumanEval-MT) in a contained child process, and pass@k.
+"""Run model-generated Python (HumanEval / HumanEval-MT) in a sandbox, and pass@k.
 
-Every program runs in its own fresh ``python -I -B`` interpreter, in a throwaway directory that is deleted
-afterwards, with a minimal environment, stdin closed, and stdout/stderr captured to files. Containment is
-layered:
+Every program runs in its own fresh ``python -I -B`` interpreter, with a minimal environment, stdin closed,
+and stdout/stderr captured to files. Layers, outermost first:
 
+* **bubblewrap** (:mod:`langbridge.evaluation.bwrap`), the security boundary: new user, pid, mount,
+  network, IPC, UTS and cgroup namespaces; uid 65534 with no capabilities and ``no_new_privs``; a read-only
+  view of only the shared libraries and the interpreter's standard library; a fresh size-capped tmpfs as
+  the working directory; no host ``/tmp``, ``/root``, ``/home`` or ``/proc``. Without a working ``bwrap``
+  :func:`execute_program` refuses to run (:class:`SandboxUnavailable`), unless unsafe local execution was
+  asked for explicitly (:func:`allow_unsafe_local_exec`, ``--unsafe-local-exec``);
 * kernel limits set in the child before any user code: address space (``RLIMIT_AS``), CPU seconds, file
-  size, no core dumps, and a process count cap (``RLIMIT_NPROC``; the kernel does not apply it to root);
+  size, no core dumps, and a process count cap (``RLIMIT_NPROC``; the kernel does not apply it to root,
+  and the sandbox's uid maps to the caller's);
 * where a cgroup-v1 ``pids`` hierarchy is writable (typically root in a container), a per-run cgroup
   whose ``pids.max`` caps processes and threads even for root, and which is swept and removed afterwards;
-* a wall-clock timeout after which the child's whole process group (it is started in a new session) is
-  killed, and the group is killed after every run so nothing it started outlives it;
-* a fresh, empty network namespace (``unshare -n``) when the machine allows creating one, else nothing at
-  kernel level;
-* an in-process guard, installed by a small bootstrap before the program runs, that makes process creation
-  (``os.fork``, ``subprocess``, ``os.system``, ``multiprocessing``, ``os.exec*``), signalling other
-  processes, socket creation, and deleting, renaming, truncating or re-permissioning any path outside the
-  sandbox directory raise ``PermissionError``; ``ctypes`` and ``resource`` cannot be imported.
-
-This follows common HumanEval practice (OpenAI human-eval's ``reliability_guard``): it stops accidents in
-model output (fork bombs, ``rm``-like cleanup code, runaway loops, memory blow-ups). It is NOT a security
-boundary against adversarial code: Python-level guards can be bypassed from inside the interpreter (e.g.
-via ``__subclasses__`` or closures, or by re-importing ``ctypes``), and when running as root without a
-pids cgroup only the guard stops fork bombs. Run untrusted code inside a container/VM without credentials
-for real isolation.
+* a wall-clock timeout after which the run is killed; the pid namespace ends every process of the run when
+  it exits, and bwrap's ``--die-with-parent`` when the evaluator dies;
+* the in-process guard (:mod:`langbridge.evaluation.sandbox_bootstrap`), which turns common accidents
+  (fork bombs, ``rm``-like cleanup, sockets) into clear ``PermissionError`` failures. It is not a boundary.
 
 A program ``passed`` only if it ran to its last line without an uncaught exception and the interpreter then
 exited with code 0; leaving early through ``sys.exit(0)`` or ``os._exit(0)`` counts as ``failed``, so a
-completion cannot skip the HumanEval ``check`` call.
+completion cannot skip the HumanEval ``check`` call. (Code that attacks the scorer on purpose can still fake
+its own pass; the sandbox protects the machine, not the score.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -43,6 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -51,8 +49,13 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .bwrap import WORK, SandboxUnavailable, bwrap_command, cgroup_wrapper, require_bwrap
+from .sandbox_bootstrap import BOOTSTRAP
+
 __all__ = [
     "ExecutionResult",
+    "SandboxUnavailable",
+    "allow_unsafe_local_exec",
     "check_correctness",
     "estimate_pass_at_k",
     "execute_program",
@@ -64,192 +67,47 @@ __all__ = [
 ]
 
 Status = Literal["passed", "failed", "timeout", "error"]
+Isolation = Literal["bwrap", "unsafe-local"]
 
-# Runs in the child before the program. Kept dependency-free (stdlib only) and executed by `python -I -B`,
-# so nothing from the caller's environment or working directory is imported.
-_BOOTSTRAP = r'''
-import builtins, io, json, os, sys, traceback
-
-WORK, REPORT, CONFIG = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-_open = io.open
+_UNSAFE_LOCAL_EXEC = False
 
 
-def _report(data):
-    with _open(REPORT, "w", encoding="utf-8") as f:
-        json.dump(data, f)
+def allow_unsafe_local_exec(allow: bool = True) -> None:
+    """Let :func:`execute_program` run programs without bubblewrap where it is missing (``--unsafe-local-exec``).
+
+    Only for disposable machines: generated code then runs as this user, guarded by Python checks that
+    hostile code can bypass. Where bubblewrap works it is still used."""
+    global _UNSAFE_LOCAL_EXEC
+    _UNSAFE_LOCAL_EXEC = bool(allow)
 
 
-try:
-    if CONFIG["cgroup"]:
-        # Join the per-run pids cgroup before anything else, so every process the program makes counts.
-        with _open(os.path.join(CONFIG["cgroup"], "cgroup.procs"), "w") as f:
-            f.write(str(os.getpid()))
-    import resource
+def resolve_isolation(isolation: Isolation | None = None) -> Isolation:
+    """The isolation a run gets: bubblewrap, or (only when allowed explicitly) the unsafe local mode.
 
-    def _limit(name, value):
-        value = int(value)
-        resource.setrlimit(getattr(resource, name), (value, value))
+    Raises :class:`SandboxUnavailable` (one line, with the install command) when bubblewrap is needed but
+    does not work here."""
+    if isolation not in (None, "bwrap", "unsafe-local"):
+        raise ValueError(f"isolation must be 'bwrap' or 'unsafe-local', got {isolation!r}")
+    if isolation == "unsafe-local":
+        return isolation
+    try:
+        require_bwrap()
+    except SandboxUnavailable as err:
+        if isolation is not None or not _UNSAFE_LOCAL_EXEC:
+            raise
+        _warn_unsafe_once(str(err).split(":")[0])
+        return "unsafe-local"
+    return "bwrap"
 
-    uid = os.getuid()
-    user_procs = 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                user_procs += os.stat("/proc/" + entry).st_uid == uid
-            except OSError:
-                pass
-    # RLIMIT_NPROC counts all processes of the user, so allow the ones already running plus the budget.
-    _limit("RLIMIT_NPROC", user_procs + CONFIG["max_processes"])
-    _limit("RLIMIT_AS", CONFIG["memory_mb"] * 1024 * 1024)
-    # Soft CPU limit sends SIGXCPU (reported as a timeout); the hard one a second later kills.
-    resource.setrlimit(resource.RLIMIT_CPU, (CONFIG["cpu_s"], CONFIG["cpu_s"] + 1))
-    _limit("RLIMIT_FSIZE", CONFIG["max_file_mb"] * 1024 * 1024)
-    _limit("RLIMIT_CORE", 0)
 
-    import _posixsubprocess, _socket, posix, shutil, signal, socket, subprocess
-
-    ROOT = os.path.realpath(WORK)
-
-    def _where(path, dir_fd=None):
-        if isinstance(path, int):
-            return os.readlink("/proc/self/fd/%d" % path)
-        path = os.fsdecode(os.fspath(path))
-        if dir_fd is not None and not os.path.isabs(path):
-            path = os.path.join(os.readlink("/proc/self/fd/%d" % dir_fd), path)
-        # Resolve the parent only: removing a symlink must not be judged by where it points.
-        head, tail = os.path.split(os.path.abspath(path))
-        return os.path.join(os.path.realpath(head), tail)
-
-    def _inside(path, dir_fd=None):
-        try:
-            where = _where(path, dir_fd)
-        except (OSError, TypeError, ValueError):
-            return False
-        return where == ROOT or where.startswith(ROOT + os.sep)
-
-    def _check(op, *paths, dir_fd=None):
-        for p in paths:
-            if not _inside(p, dir_fd):
-                raise PermissionError("sandbox: %s(%r) outside the sandbox directory is not allowed" % (op, p))
-
-    def _path_guard(module, name, params=((0, "path"),), fd_keys=("dir_fd",)):
-        """Wrap module.name so each (position, keyword) path argument must lie inside the sandbox."""
-        original = getattr(module, name, None)
-        if original is None:
-            return
-
-        def guarded(*args, **kwargs):
-            paths = [args[pos] if len(args) > pos else kwargs.get(key) for pos, key in params]
-            dir_fd = next((kwargs[k] for k in fd_keys if kwargs.get(k) is not None), None)
-            _check(name, *(p for p in paths if p is not None), dir_fd=dir_fd)
-            return original(*args, **kwargs)
-
-        guarded.__name__ = name
-        setattr(module, name, guarded)
-
-    for mod in (os, posix):
-        for name in ("remove", "unlink", "rmdir", "truncate", "chmod", "lchmod", "chown",
-                     "lchown", "chflags", "lchflags", "mkfifo", "mknod"):
-            _path_guard(mod, name)
-        for name in ("rename", "renames", "replace", "link"):
-            _path_guard(mod, name, ((0, "src"), (1, "dst")), ("src_dir_fd", "dst_dir_fd"))
-        _path_guard(mod, "removedirs", ((0, "name"),))
-        _path_guard(mod, "symlink", ((1, "dst"),))
-    _path_guard(shutil, "rmtree")
-    _path_guard(shutil, "move", ((0, "src"), (1, "dst")))
-    _path_guard(shutil, "chown")
-
-    _os_open, _write_flags = os.open, os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
-
-    def _writes_allowed(file):
-        return isinstance(file, int) or os.fspath(file) in ("/dev/null", b"/dev/null") or _inside(file)
-
-    def guarded_open(file, mode="r", *args, **kwargs):
-        if any(c in mode for c in "wax+") and not _writes_allowed(file):
-            raise PermissionError("sandbox: writing %r outside the sandbox directory is not allowed" % (file,))
-        return _open(file, mode, *args, **kwargs)
-
-    def guarded_os_open(path, flags, mode=0o777, *, dir_fd=None):
-        if flags & _write_flags and not (os.fspath(path) in ("/dev/null", b"/dev/null") or _inside(path, dir_fd)):
-            raise PermissionError("sandbox: writing %r outside the sandbox directory is not allowed" % (path,))
-        return _os_open(path, flags, mode, dir_fd=dir_fd)
-
-    builtins.open = io.open = guarded_open
-    os.open = posix.open = guarded_os_open
-    accessor = getattr(sys.modules.get("pathlib"), "_NormalAccessor", None)  # Python 3.10 binds os.* early
-    for name in ("unlink", "rmdir", "rename", "replace", "chmod", "link", "symlink", "open"):
-        if accessor is not None and hasattr(accessor, name):
-            setattr(accessor, name, staticmethod(guarded_open if name == "open" else getattr(os, name)))
-
-    def _refuser(what):
-        def refuse(*args, **kwargs):
-            raise PermissionError("sandbox: %s is not allowed" % what)
-
-        return refuse
-
-    for mod in (os, posix):
-        for name in ("fork", "forkpty", "vfork", "system", "popen", "posix_spawn", "posix_spawnp", "killpg",
-                     "setsid", "setpgid", "setuid", "setgid", "chroot"):
-            if hasattr(mod, name):
-                setattr(mod, name, _refuser("os.%s()" % name))
-        for name in dir(mod):
-            if name.startswith(("exec", "spawn")) and callable(getattr(mod, name)):
-                setattr(mod, name, _refuser("os.%s()" % name))
-    _posixsubprocess.fork_exec = subprocess._fork_exec = _refuser("starting a process")
-    subprocess.Popen._execute_child = _refuser("starting a process (subprocess)")
-
-    _kill, _me = os.kill, os.getpid()
-
-    def guarded_kill(pid, sig):
-        if pid != _me:
-            raise PermissionError("sandbox: signalling other processes is not allowed")
-        return _kill(pid, sig)
-
-    os.kill = posix.kill = guarded_kill
-    if hasattr(signal, "pthread_kill"):
-        signal.pthread_kill = _refuser("signal.pthread_kill()")
-
-    def _socket_guard(base):
-        class GuardedSocket(base):
-            def __init__(self, *args, **kwargs):
-                # Wrapping an existing descriptor (socketpair, fromfd) opens nothing new.
-                if kwargs.get("fileno", args[3] if len(args) > 3 else None) is None:
-                    raise PermissionError("sandbox: network access is not allowed")
-                super().__init__(*args, **kwargs)
-
-        GuardedSocket.__name__ = GuardedSocket.__qualname__ = base.__name__
-        return GuardedSocket
-
-    socket.socket = socket.SocketType = _socket_guard(socket.socket)
-    _socket.socket = _socket.SocketType = _socket_guard(_socket.socket)
-    for name in ("create_connection", "create_server", "getaddrinfo", "gethostbyname", "gethostbyname_ex"):
-        setattr(socket, name, _refuser("network access (socket.%s)" % name))
-
-    for name in ("ctypes", "_ctypes", "resource", "pty"):
-        sys.modules[name] = None
-    source = _open(os.path.join(WORK, "program.py"), encoding="utf-8").read()
-except BaseException as exc:  # the sandbox, not the program, failed
-    traceback.print_exc()
-    _report({"completed": False, "sandbox_error": "%s: %s" % (type(exc).__name__, exc)})
-    sys.stderr.flush()
-    os._exit(97)
-
-try:
-    code = compile(source, os.path.join(WORK, "program.py"), "exec")
-    del source
-    exec(code, {"__name__": "__main__", "__builtins__": builtins})
-except BaseException as exc:
-    traceback.print_exc()
-    code = exc.code if isinstance(exc, SystemExit) else 1
-    _report({"completed": False, "exception": type(exc).__name__})
-    sys.stdout.flush()
-    sys.stderr.flush()
-    raise SystemExit(code)
-else:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    _report({"completed": True})
-'''
+@functools.lru_cache(maxsize=1)
+def _warn_unsafe_once(problem: str) -> None:
+    warnings.warn(
+        f"--unsafe-local-exec: {problem}, so generated code runs WITHOUT a sandbox, as this user, with access "
+        "to this machine's files and network (only Python-level guards, which code can bypass)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 @dataclass(frozen=True)
@@ -456,22 +314,24 @@ def execute_program(
     max_file_mb: int = 64,
     max_output_chars: int = 4000,
     network_namespace: bool | None = None,
+    isolation: Isolation | None = None,
 ) -> ExecutionResult:
     """Run ``program`` (Python source) in a fresh, contained interpreter; see the module docstring.
 
-    timeout_s: wall-clock limit, after which the whole process group is killed (CPU limit: ceil + 1 s).
-    memory_mb: address-space limit of the child. max_processes: kernel cap on processes: ``RLIMIT_NPROC``
-    budget above the user's current process count (ignored by the kernel for root) and, where available,
-    the per-run cgroup's ``pids.max`` (processes and threads, binds root too); the in-process guard
-    refuses process creation anyway. max_file_mb: largest file the program may write, stdout/stderr included.
-    max_output_chars: how much of the end of stdout/stderr to keep. network_namespace: run under
-    ``unshare -n``; None uses it when available, True requires it.
+    timeout_s: wall-clock limit, after which the run is killed (CPU limit: ceil + 1 s). memory_mb:
+    address-space limit of the child. max_processes: kernel cap on processes: ``RLIMIT_NPROC`` budget and,
+    where available, the per-run cgroup's ``pids.max`` (processes and threads, binds root too).
+    max_file_mb: largest file the program may write, stdout/stderr included; the working tmpfs holds
+    4 x that. max_output_chars: how much of the end of stdout/stderr to keep. isolation: ``"bwrap"``
+    (default; raises :class:`SandboxUnavailable` with the fix where bubblewrap does not work) or
+    ``"unsafe-local"`` (no boundary; the old in-process guard only). network_namespace: unsafe-local mode
+    only: run under ``unshare -n``; None uses it when available, True requires it.
     """
     if not isinstance(program, str):
         raise TypeError(f"program must be Python source as str, got {type(program).__name__}")
     if not sys.platform.startswith("linux"):
         raise RuntimeError(
-            f"the code sandbox needs Linux (/proc, resource limits, process groups), not {sys.platform}; "
+            f"the code sandbox needs Linux (namespaces, resource limits), not {sys.platform}; "
             "run code evaluation on a Linux machine or container"
         )
     _positive("timeout_s", timeout_s)
@@ -484,29 +344,34 @@ def execute_program(
         _positive(name, value, int)
     if memory_mb < 64:
         raise ValueError(f"memory_mb={memory_mb} is too small to start a Python interpreter; use at least 64")
-    use_netns = network_namespace_available() if network_namespace is None else bool(network_namespace)
-    if use_netns and not network_namespace_available():
-        raise RuntimeError(
-            "network_namespace=True but `unshare -n` does not work here (needs util-linux and permission "
-            "to create network namespaces); pass network_namespace=None to fall back to the in-process guard"
-        )
+    mode = resolve_isolation(isolation)
+    use_netns = False
+    if mode == "unsafe-local":
+        use_netns = network_namespace_available() if network_namespace is None else bool(network_namespace)
+        if use_netns and not network_namespace_available():
+            raise RuntimeError(
+                "network_namespace=True but `unshare -n` does not work here (needs util-linux and permission "
+                "to create network namespaces); pass network_namespace=None to fall back to the in-process guard"
+            )
 
     root = tempfile.mkdtemp(prefix="langbridge-sandbox-")
     cgroup = _make_pids_cgroup(max_processes)
     try:
         work = os.path.join(root, "work")
         os.mkdir(work, 0o700)
-        with open(os.path.join(work, "program.py"), "w", encoding="utf-8") as f:
+        program_path = os.path.join(work, "program.py")
+        with open(program_path, "w", encoding="utf-8") as f:
             f.write(program)
         bootstrap = os.path.join(root, "bootstrap.py")
         with open(bootstrap, "w", encoding="utf-8") as f:
-            f.write(_BOOTSTRAP)
+            f.write(BOOTSTRAP)
         report_path = Path(root, "report.json")
         out_path, err_path = Path(root, "stdout.txt"), Path(root, "stderr.txt")
+        child_work = WORK if mode == "bwrap" else work
         env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "HOME": work,
-            "TMPDIR": work,
+            "HOME": child_work,
+            "TMPDIR": child_work,
             "LANG": "C.UTF-8",
             "PYTHONIOENCODING": "utf-8",
             "OMP_NUM_THREADS": "1",
@@ -518,14 +383,27 @@ def execute_program(
             "max_processes": max_processes,
             "max_file_mb": max_file_mb,
             "cpu_s": math.ceil(timeout_s) + 1,
-            "cgroup": cgroup,
+            # Inside bubblewrap the host-side wrapper joins the cgroup (the sandbox cannot see /sys).
+            "cgroup": cgroup if mode == "unsafe-local" else None,
         }
-        cmd = [sys.executable, "-I", "-B", bootstrap, work, str(report_path), json.dumps(config)]
-        if use_netns:
-            cmd = [shutil.which("unshare") or "unshare", "-n", *cmd]
-
-        start = time.monotonic()
-        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        with contextlib.ExitStack() as stack:
+            out = stack.enter_context(open(out_path, "wb"))
+            err = stack.enter_context(open(err_path, "wb"))
+            report_file = stack.enter_context(open(report_path, "wb"))
+            if mode == "bwrap":
+                fds = {
+                    "program.py": stack.enter_context(open(program_path, "rb")).fileno(),
+                    "bootstrap.py": stack.enter_context(open(bootstrap, "rb")).fileno(),
+                }
+                args = ["-I", "-B", f"{WORK}/bootstrap.py", WORK, f"fd:{report_file.fileno()}"]
+                cmd = bwrap_command([*args, json.dumps(config)], env, fds, work_mb=4 * max_file_mb)
+                cmd, pass_fds = cgroup_wrapper(cgroup, cmd), (*fds.values(), report_file.fileno())
+            else:
+                cmd = [sys.executable, "-I", "-B", bootstrap, work, str(report_path), json.dumps(config)]
+                if use_netns:
+                    cmd = [shutil.which("unshare") or "unshare", "-n", *cmd]
+                pass_fds = ()
+            start = time.monotonic()
             try:
                 proc = subprocess.Popen(
                     cmd,
@@ -536,6 +414,7 @@ def execute_program(
                     stderr=err,
                     start_new_session=True,
                     close_fds=True,
+                    pass_fds=pass_fds,
                 )
             except OSError as exc:
                 return ExecutionResult(
@@ -544,7 +423,7 @@ def execute_program(
                     stdout="",
                     stderr="",
                     duration_s=time.monotonic() - start,
-                    detail=f"could not start the sandboxed interpreter {sys.executable}: {exc}",
+                    detail=f"could not start the sandbox ({cmd[0]}): {exc}",
                 )
             timed_out = _wait_then_kill_group(proc, timeout_s)
         duration = time.monotonic() - start
@@ -556,6 +435,8 @@ def execute_program(
         except (OSError, ValueError):
             report = {}
         rc = proc.returncode
+        if mode == "bwrap" and rc is not None and rc > 128 and report.get("completed") is not True:
+            rc = -(rc - 128)  # bwrap reports a child killed by signal N as exit code 128 + N
         exception = report.get("exception")
         status, detail = _classify(rc, timed_out, timeout_s, report)
         return ExecutionResult(

@@ -39,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--resume", action="store_true", help="continue from output_dir/latest (same loss curve)"
     )
     parser.add_argument(
+        "--resume-or-start",
+        action="store_true",
+        help="like --resume, but start from step 0 when output_dir has no checkpoint yet",
+    )
+    parser.add_argument(
         "--dry-run", action="store_true", help="build the model from configs only and print sizes"
     )
     parser.add_argument(
@@ -66,12 +71,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"langbridge train --dry-run: {exc}", file=sys.stderr)
             return 2
         return 0
+    from langbridge.training.checkpoint_io import CheckpointError
     from langbridge.training.data import DataError
-    from langbridge.training.recipe import train
+    from langbridge.training.recipe import TrainingDiverged, train
 
     try:
-        final = train(cfg, resume=args.resume)
-    except (ConfigError, DataError, FileExistsError) as exc:
+        final = train(cfg, resume="auto" if args.resume_or_start else args.resume)
+    except (ConfigError, DataError, FileExistsError, CheckpointError, TrainingDiverged) as exc:
         print(f"langbridge train: {exc}", file=sys.stderr)
         return 2
     if os.environ.get("RANK", "0") == "0":

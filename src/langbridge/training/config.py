@@ -16,6 +16,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
+from langbridge.utils import read_utf8
+
 Mode = Literal["labeled", "unlabeled", "reconstruction"]
 TemplateName = Literal["plain", "metamath", "alpaca", "orca2", "chatml", "custom"]
 FileFormat = Literal["auto", "jsonl", "json", "txt", "tsv"]
@@ -352,6 +354,16 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             "data.template=custom needs data.encoder_template (with {text}) and data.lm_prompt",
         )
 
+    for name in (
+        "lr_bridge",
+        "lr_encoder",
+        "weight_decay_bridge",
+        "weight_decay_encoder",
+        "max_grad_norm",
+        "adam_eps",
+    ):
+        value = getattr(o, name)
+        _check(math.isfinite(value), f"optim.{name}: must be a finite number, got {value}")
     _check(o.lr_bridge > 0, f"optim.lr_bridge: must be > 0, got {o.lr_bridge}")
     _check(o.lr_encoder >= 0, f"optim.lr_encoder: must be >= 0, got {o.lr_encoder}")
     for name in ("weight_decay_bridge", "weight_decay_encoder", "max_grad_norm", "adam_eps"):
@@ -482,7 +494,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 f"config file {str(path)!r} not found; see configs/ for examples (configs/default.yaml)"
             )
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            loaded = yaml.safe_load(read_utf8(path, ConfigError))
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
         if loaded is not None and not isinstance(loaded, dict):

@@ -26,6 +26,7 @@ from torch.utils.data import Dataset, IterableDataset
 
 from langbridge.training.config import DataConfig, DataSource
 from langbridge.training.templates import PromptTemplate, get_template
+from langbridge.utils import utf8_lines
 
 SUFFIX_FORMATS = {".jsonl": "jsonl", ".json": "json", ".txt": "txt", ".tsv": "tsv"}
 # Upper bound on characters per token, used only to avoid tokenizing megabytes of a document we will cut anyway.
@@ -120,8 +121,8 @@ def detect_format(path: Path, declared: str) -> str:
 
 
 def _iter_jsonl(path: Path) -> Iterator[dict]:
-    with _open_text(path) as handle:
-        for lineno, line in enumerate(handle, 1):
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as handle:
+        for lineno, line in utf8_lines(handle, path, DataError):
             if not line.strip():
                 continue
             try:

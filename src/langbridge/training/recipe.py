@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import random
 import re
 import resource
 import shutil
@@ -25,10 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from langbridge.training.checkpoint_io import (
+    CheckpointError,
+    broken_checkpoint_message,
+    load_rng_state,
+    load_torch_state,
+    save_rng_state,
+    scan_pickled_files,
+)
 from langbridge.training.config import ConfigError, TrainConfig, validate
 from langbridge.training.data import (
     Collator,
@@ -389,6 +395,10 @@ class BatchIterator:
             epoch, start = epoch + 1, 0
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; nothing from the diverged weights was saved."""
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 
@@ -418,15 +428,9 @@ class Checkpointer:
             )
             torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
             torch.save(scheduler.state_dict(), tmp / SCHEDULER)
-        # Every rank saves its own RNG streams (dropout differs per rank).
-        rng = {
-            "python": random.getstate(),
-            "numpy": np.random.get_state(),
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        }
+        # Every rank saves its own RNG streams (dropout differs per rank), without pickle.
         acc.wait_for_everyone()
-        torch.save(rng, tmp / f"rng_state_{acc.process_index}.pt")
+        save_rng_state(tmp, acc.process_index)
         acc.wait_for_everyone()
         if acc.is_main_process:
             state = {**pos.__dict__, "world_size": acc.num_processes, "config": cfg.to_dict()}
@@ -450,19 +454,29 @@ class Checkpointer:
 
     def load(self, path: Path, model: Any, optimizer: Any, scheduler: Any) -> Position:
         acc = self.accelerator
-        state = json.loads((path / STATE).read_text(encoding="utf-8"))
+        # Named in errors about a truncated checkpoint: the newest complete one before it.
+        step = int(CHECKPOINT_RE.match(path.name).group(1)) if CHECKPOINT_RE.match(path.name) else 0
+        previous = next((p for s, p in reversed(list_checkpoints(self.output_dir)) if s < step), None)
+        try:
+            state = json.loads((path / STATE).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise CheckpointError(f"{path / STATE} is unreadable ({err})") from err
         if state.get("world_size") != acc.num_processes:
             raise RuntimeError(
                 f"{path} was written by {state.get('world_size')} process(es) but this run has {acc.num_processes}; "
                 "resume with the same number of processes (the data order depends on it)"
             )
         if self.sharded:
+            scan_pickled_files(path)  # accelerate unpickles without an allow-list
             acc.load_state(str(path))
         else:
             from safetensors.torch import load_file
 
             unwrapped = acc.unwrap_model(model)
-            weights = load_file(path / TRAINABLE)
+            try:
+                weights = load_file(path / TRAINABLE)
+            except Exception as err:  # safetensors raises its own error types for truncated files
+                raise CheckpointError(broken_checkpoint_message(path / TRAINABLE, previous, err)) from err
             expected = set(unwrapped.adapter_state_dict())
             if set(weights) != expected:
                 raise RuntimeError(
@@ -471,15 +485,9 @@ class Checkpointer:
                     "was the config (bridge, freeze_encoder) changed since the checkpoint?"
                 )
             unwrapped.load_state_dict(weights, strict=False)
-            optimizer.load_state_dict(torch.load(path / OPTIMIZER, map_location="cpu", weights_only=True))
-            scheduler.load_state_dict(torch.load(path / SCHEDULER, weights_only=True))
-        rng_file = path / f"rng_state_{acc.process_index}.pt"
-        rng = torch.load(rng_file, weights_only=False)  # our own file: python/numpy states are plain tuples
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+            optimizer.load_state_dict(load_torch_state(path / OPTIMIZER, previous))
+            scheduler.load_state_dict(load_torch_state(path / SCHEDULER, previous))
+        load_rng_state(path, acc.process_index, previous)
         return Position(**{k: state[k] for k in Position.__dataclass_fields__})
 
 
@@ -572,8 +580,11 @@ def held_out_loss(model: Any, accelerator: Any, examples: list, collator: Collat
 # ----------------------------------------------------------------------------- the recipe
 
 
-def train(config: TrainConfig, resume: bool = False) -> Path:
-    """Train a LangBridge bridge (and the encoder when not frozen). Returns the directory of the final adapter."""
+def train(config: TrainConfig, resume: bool | str = False) -> Path:
+    """Train a LangBridge bridge (and the encoder when not frozen). Returns the directory of the final adapter.
+
+    resume: True continues from ``output_dir/latest`` and fails when there is none; ``"auto"`` continues
+    when there is a checkpoint and starts from step 0 otherwise."""
     cfg = validate(config)
     threads = torch.get_num_threads()
     if cfg.num_threads:
@@ -584,7 +595,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         torch.set_num_threads(threads)  # a Python caller's process keeps its own setting
 
 
-def _train(cfg: TrainConfig, resume: bool) -> Path:
+def _train(cfg: TrainConfig, resume: bool | str) -> Path:
     from accelerate import Accelerator
     from accelerate.utils import DistributedType, set_seed
     from tqdm.auto import tqdm
@@ -627,10 +638,20 @@ def _train(cfg: TrainConfig, resume: bool) -> Path:
 
     # ---- output directory and resume point
     checkpoint = None
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(
+            f"output_dir={output_dir} is an existing file, not a folder; choose another output_dir"
+        )
     if resume:
         checkpoint = latest_checkpoint(output_dir)
+        if checkpoint is None and resume != "auto":
+            # A mistyped path would otherwise silently train from scratch.
+            raise CheckpointError(
+                f"--resume: no checkpoint in {output_dir} (no '{LATEST}' file); check output_dir, or pass "
+                "--resume-or-start to start from step 0 when there is none"
+            )
         if checkpoint is None and main:
-            logger.warning("--resume: no checkpoint in %s yet; starting from step 0", output_dir)
+            logger.warning("--resume-or-start: no checkpoint in %s yet; starting from step 0", output_dir)
     elif main and ((output_dir / LATEST).exists() or (output_dir / FINAL).exists()):
         raise FileExistsError(
             f"{output_dir} already holds a training run; pass --resume to continue it, or set output_dir to a new folder"
@@ -768,7 +789,15 @@ def _train(cfg: TrainConfig, resume: bool) -> Path:
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
         pos.step += 1
-        pos.window_loss += float(accelerator.reduce(step_loss, reduction="mean"))
+        step_mean = float(accelerator.reduce(step_loss, reduction="mean"))
+        if not math.isfinite(step_mean):
+            # Stop before anything is saved from the broken weights: `final` and later checkpoints stay absent.
+            raise TrainingDiverged(
+                f"the training loss became {step_mean} at step {pos.step}; nothing was saved from this step on "
+                "(no final adapter). Lower optim.lr_bridge or set optim.max_grad_norm, and train again in a new "
+                "output_dir"
+            )
+        pos.window_loss += step_mean
         pos.window_steps += 1
         bar.update(1)
 

@@ -1,0 +1,218 @@
+"""Issue 17's catalogue of bad inputs: each gets a clear one-line error naming the problem and the fix.
+
+Checkpoint loading (items 1, 7) is in test_checkpoint_safety.py, convert-official's destination (item 2) in
+test_convert_official.py, the code sandbox (items 3, 4) in test_sandbox_escapes.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_training_run import base_config, write_yaml
+
+from langbridge.training import train
+from langbridge.training.config import ConfigError, config_from_dict
+from langbridge.training.recipe import TrainingDiverged
+
+
+def one_line_error(capsys: pytest.CaptureFixture) -> str:
+    """The error output, which must be exactly one line (progress bars of model loading aside)."""
+    lines = [
+        line
+        for line in capsys.readouterr().err.splitlines()
+        if line.strip() and "\r" not in line and "it/s]" not in line
+    ]
+    assert len(lines) == 1, lines
+    assert "Traceback" not in lines[0]
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------- item 6: non-finite training
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), float("-inf")])
+def test_non_finite_learning_rate_is_refused(tiny_dirs, tmp_path: Path, value: float) -> None:
+    cfg = base_config(tiny_dirs, tmp_path)
+    cfg["optim"] = {"lr_bridge": value}
+    with pytest.raises(ConfigError, match="optim.lr_bridge"):
+        config_from_dict(cfg)
+
+
+@pytest.mark.parametrize("text", [".inf", ".nan", "-.inf"])
+def test_non_finite_learning_rate_on_the_command_line_exits_2(
+    tiny_dirs, tmp_path: Path, capsys, text: str
+) -> None:
+    from langbridge.cli import main
+
+    config = write_yaml(base_config(tiny_dirs, tmp_path), tmp_path / "c.yaml")
+    assert main(["train", str(config), f"optim.lr_encoder={text}"]) == 2
+    assert "optim.lr_encoder" in one_line_error(capsys)
+
+
+@pytest.fixture
+def loss_turns_nan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model's training loss becomes NaN from the third forward pass on (as after a bad update)."""
+    from langbridge.modeling import LangBridgeModel
+
+    original, calls = LangBridgeModel.forward, []
+
+    def forward(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        if self.training:
+            calls.append(1)
+            if len(calls) >= 3 and out.loss is not None:
+                out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(LangBridgeModel, "forward", forward)
+
+
+def test_diverging_loss_stops_the_run_without_saving_a_final_adapter(
+    tiny_dirs, tmp_path: Path, capsys, loss_turns_nan: None
+) -> None:
+    cfg = base_config(tiny_dirs, tmp_path, max_steps=6, eval_interval=0, save_interval=1)
+    with pytest.raises(TrainingDiverged, match="became nan at step 3"):
+        train(config_from_dict(cfg))
+    run = tmp_path / "run"
+    assert not (run / "final").exists()
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+
+
+def test_diverging_loss_is_one_line_on_the_command_line(
+    tiny_dirs, tmp_path: Path, capsys, loss_turns_nan: None
+) -> None:
+    from langbridge.cli import main
+
+    cfg = base_config(tiny_dirs, tmp_path, max_steps=6, eval_interval=0)
+    capsys.readouterr()
+    assert main(["train", str(write_yaml(cfg, tmp_path / "c.yaml"))]) == 2
+    err = one_line_error(capsys)
+    assert "loss became nan" in err and "lr_bridge" in err
+    assert not (tmp_path / "run" / "final").exists()
+
+
+# ----------------------------------------------------------------------------- item 9: generation settings
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--num-beams", "0"], "--num-beams 0: must be >= 1"),
+        (["--max-new-tokens", "0"], "--max-new-tokens 0"),
+        (["--batch-size", "0"], "--batch-size 0"),
+        (["--do-sample", "--top-p", "0"], "--top-p 0.0: must be in (0, 1]"),
+        (["--do-sample", "--top-p", "1.5"], "--top-p 1.5"),
+        (["--do-sample", "--temperature", "0"], "--temperature 0.0: must be a number > 0"),
+        (["--do-sample", "--temperature", "nan"], "--temperature nan"),
+        (["--temperature", "0.3"], "--temperature only apply to sampling; add --do-sample"),
+        (["--top-p", "0.5"], "--top-p only apply to sampling"),
+    ],
+)
+def test_invalid_generation_settings_are_one_line_errors(
+    tmp_path: Path, capsys, flags: list[str], expected: str
+) -> None:
+    from langbridge.cli import main
+
+    # The checkpoint does not exist: the settings are checked before anything is loaded.
+    assert main(["generate", str(tmp_path / "no-model"), "hello", *flags]) == 1
+    assert expected in one_line_error(capsys)
+
+
+def test_valid_sampling_settings_reach_generate() -> None:
+    import argparse
+
+    from langbridge.inference import _generation_kwargs
+
+    args = argparse.Namespace(
+        max_new_tokens=4, num_beams=1, do_sample=True, temperature=None, top_p=1.0, stop=None, batch_size=1
+    )
+    assert _generation_kwargs(args) == {
+        "max_new_tokens": 4,
+        "num_beams": 1,
+        "do_sample": True,
+        "temperature": 0.7,
+        "top_p": 1.0,
+    }
+
+
+@pytest.mark.parametrize("texts", [None, 3, b"bytes", ["ok", None], ["ok", 5], {"text": "x"}])
+def test_processor_rejects_non_text_with_a_type_error(tiny_langbridge, texts) -> None:
+    _, processor = tiny_langbridge()
+    with pytest.raises(TypeError, match="str"):
+        processor(texts)
+
+
+def test_processor_still_takes_tuples_and_generators(tiny_langbridge) -> None:
+    _, processor = tiny_langbridge()
+    a = processor(("What is 2 plus 3?",))
+    b = processor(t for t in ["What is 2 plus 3?"])
+    assert a["input_ids"].tolist() == b["input_ids"].tolist()
+
+
+def test_generate_rejects_inputs_embeds(tiny_langbridge) -> None:
+    import torch
+
+    model, processor = tiny_langbridge()
+    batch = processor(["What is 2 plus 3?"])
+    embeds = model.lm.get_input_embeddings()(batch["input_ids"])
+    with pytest.raises(ValueError, match="does not take inputs_embeds"):
+        model.generate(**batch, inputs_embeds=embeds, max_new_tokens=2)
+    with torch.no_grad():
+        assert model.generate(**batch, max_new_tokens=2, do_sample=False).shape[0] == 1
+
+
+# ----------------------------------------------------------------------------- item 5: files that are not UTF-8
+
+BINARY = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe"
+
+
+def test_non_utf8_yaml_config_names_the_file_and_exits_2(tmp_path: Path, capsys) -> None:
+    from langbridge.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_bytes(b"max_steps: 2\noutput_dir: caf\xe9\n")  # Latin-1, not UTF-8
+    assert main(["train", str(config)]) == 2
+    err = one_line_error(capsys)
+    assert f"{config}:2: not UTF-8 text" in err and "UTF-8" in err
+
+
+def test_non_utf8_data_row_names_the_file_and_line(tiny_dirs, tmp_path: Path, capsys) -> None:
+    from langbridge.cli import main
+
+    data = tmp_path / "train.jsonl"
+    data.write_bytes(b'{"instruction": "a", "output": "b"}\n{"instruction": "caf\xe9", "output": "b"}\n')
+    config = write_yaml(base_config(tiny_dirs, tmp_path, max_steps=1), tmp_path / "c.yaml")
+    assert main(["train", str(config)]) == 2
+    assert f"{data}:2: not UTF-8 text" in one_line_error(capsys)
+
+
+def test_binary_file_passed_as_jsonl_data(tiny_dirs, tmp_path: Path, capsys) -> None:
+    from langbridge.cli import main
+
+    (tmp_path / "train.jsonl").write_bytes(BINARY)
+    config = write_yaml(base_config(tiny_dirs, tmp_path, max_steps=1), tmp_path / "c.yaml")
+    assert main(["train", str(config)]) == 2
+    assert "train.jsonl:1: not UTF-8 text" in one_line_error(capsys)
+
+
+def test_binary_predictions_given_to_analyze_and_compare(tmp_path: Path, capsys) -> None:
+    from langbridge.cli import main
+
+    pred = tmp_path / "mgsm.jsonl"
+    pred.write_bytes(BINARY)
+    assert main(["analyze", "output-language", str(pred), "--output", str(tmp_path / "out")]) == 2
+    assert f"{pred}:1: not UTF-8 text" in one_line_error(capsys)
+    results = tmp_path / "results.json"
+    results.write_bytes(BINARY)
+    assert main(["compare", str(results)]) == 1
+    assert f"{results}:1: not UTF-8 text" in one_line_error(capsys)
+
+
+def test_binary_predictions_file_when_resuming_an_eval(tmp_path: Path) -> None:
+    from langbridge.evaluation.runner import read_predictions
+
+    pred = tmp_path / "xcopa.jsonl"
+    pred.write_bytes(b'{"key": "a"}\n' + BINARY)
+    with pytest.raises(ValueError, match=r"xcopa.jsonl:2: not UTF-8 text"):
+        read_predictions(pred)
