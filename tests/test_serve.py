@@ -149,28 +149,55 @@ def test_models_health_and_openai_client(server) -> None:
     assert echoed.choices[0].text == QUESTIONS[0] + answer
 
 
-def test_32_concurrent_clients_equal_one_at_a_time(server) -> None:
-    models = ["tiny-bridge", "tiny-bridge/lm-alone"]
-    jobs = [(models[i % 2], QUESTIONS[i % len(QUESTIONS)] + f" ({i})", 4 + i % 9) for i in range(32)]
-    alone = [_chat(server, m, q, b)["choices"][0]["message"]["content"] for m, q, b in jobs]
+@contextmanager
+def gated(model, total: int) -> Iterator[None]:
+    """Holds the engine's next prefill until the other requests of `total` wait, so that they all join one batch."""
+    prefill = model.engine.prefill
 
-    async def together() -> list[str]:
-        async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+    def hold(payloads):
+        for _ in range(int(TIMEOUT / 0.01)):
+            if model.engine.waiting + len(payloads) >= total:
+                break
+            time.sleep(0.01)
+        model.engine.prefill = prefill
+        return prefill(payloads)
 
-            async def one(m: str, q: str, b: int) -> str:
-                body = {
-                    "model": m,
-                    "messages": [{"role": "user", "content": q}],
-                    "max_tokens": b,
-                    "temperature": 0,
-                }
-                r = await client.post(f"{server}/v1/chat/completions", json=body)
-                assert r.status_code == 200, r.text
-                return r.json()["choices"][0]["message"]["content"]
+    model.engine.prefill = hold
+    try:
+        yield
+    finally:
+        model.engine.prefill = prefill
 
-            return await asyncio.gather(*(one(*job) for job in jobs))
 
-    assert asyncio.run(together()) == alone
+@pytest.mark.parametrize("kind", ["langbridge", "lm"])
+def test_32_concurrent_clients_equal_one_at_a_time(checkpoint, kind) -> None:
+    models = load_served_models(checkpoint, max_batch=32, max_queue=64)
+    (model,) = [m for m in models if m.kind == kind]
+    jobs = [(QUESTIONS[i % len(QUESTIONS)] + f" ({i})", 4 + i % 9) for i in range(32)]
+    with running(create_app(models)) as url:
+        alone = [_chat(url, model.id, q, b)["choices"][0]["message"]["content"] for q, b in jobs]
+        assert model.engine.peak_rows == 1
+
+        async def together() -> list[str]:
+            async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+
+                async def one(q: str, b: int) -> str:
+                    body = {
+                        "model": model.id,
+                        "messages": [{"role": "user", "content": q}],
+                        "max_tokens": b,
+                        "temperature": 0,
+                    }
+                    r = await client.post(f"{url}/v1/chat/completions", json=body)
+                    assert r.status_code == 200, r.text
+                    return r.json()["choices"][0]["message"]["content"]
+
+                return await asyncio.gather(*(one(*job) for job in jobs))
+
+        with gated(model, 32):  # the first request(s) wait in prefill for the others
+            concurrent = asyncio.run(together())
+    assert concurrent == alone
+    assert model.engine.peak_rows == 32  # all 32 decoded in one batch
     assert len(set(alone)) > 16
 
 
@@ -254,11 +281,12 @@ def test_bad_requests_get_openai_errors(server) -> None:
 
 def test_api_key_and_full_queue(checkpoint) -> None:
     models = load_served_models(checkpoint, max_batch=1, max_queue=1)
-    gate = threading.Event()
+    gate, entered = threading.Event(), threading.Event()
     model = models[0]
     prefill = model.engine.prefill
 
     def gated(payloads):  # holds the first request in prefill so that the next one waits in the queue
+        entered.set()
         assert gate.wait(TIMEOUT)
         return prefill(payloads)
 
@@ -267,19 +295,17 @@ def test_api_key_and_full_queue(checkpoint) -> None:
     with running(create_app(models, api_key="s3cret")) as url, httpx.Client(timeout=TIMEOUT) as client:
         _error(client.post(f"{url}/v1/chat/completions", json=body), 401, "API key")
         _error(client.get(f"{url}/v1/models", headers={"Authorization": "Bearer wrong"}), 401, "API key")
+        _error(client.get(f"{url}/v1/models", headers={"Authorization": "s3cret"}), 401, "API key")
         assert client.get(f"{url}/health").status_code == 200
         auth = {"Authorization": "Bearer s3cret"}
         assert client.get(f"{url}/v1/models", headers=auth).status_code == 200
         with ThreadPoolExecutor(2) as pool:
             first = pool.submit(client.post, f"{url}/v1/chat/completions", json=body, headers=auth)
-            for _ in range(400):  # the first request is in prefill once nothing waits
-                if model.engine.waiting == 0 and (first.running() or first.done()):
-                    time.sleep(0.05)
-                    if model.engine.waiting == 0:
-                        break
-                time.sleep(0.01)
+            assert entered.wait(
+                TIMEOUT
+            )  # one request is in (held) prefill; max_batch=1 keeps the next waiting
             second = pool.submit(client.post, f"{url}/v1/chat/completions", json=body, headers=auth)
-            for _ in range(400):
+            for _ in range(int(TIMEOUT / 0.01)):
                 if model.engine.waiting == 1:
                     break
                 time.sleep(0.01)
@@ -288,6 +314,75 @@ def test_api_key_and_full_queue(checkpoint) -> None:
             assert third.headers["Retry-After"] == "1"
             gate.set()
             assert first.result(TIMEOUT).status_code == 200 and second.result(TIMEOUT).status_code == 200
+
+
+def test_encoder_runs_once_per_request(checkpoint) -> None:
+    (model,) = [m for m in load_served_models(checkpoint) if m.kind == "langbridge"]
+    bridge = model.backend.model
+    encode, rows = bridge.encode, []
+
+    def counting(ids, mask=None):
+        rows.append(ids.shape[0])
+        return encode(ids, mask)
+
+    bridge.encode = counting
+    body = {
+        "model": model.id,
+        "prompt": QUESTIONS[:3],
+        "max_tokens": 6,
+        "n": 3,
+        "temperature": 0.8,
+        "seed": 1,
+    }
+    with running(create_app([model])) as url:
+        r = httpx.post(f"{url}/v1/completions", json=body, timeout=TIMEOUT)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["choices"]) == 9
+    assert sum(rows) == 3  # three prompts, three answers each: the encoder read each prompt once
+
+
+def test_disconnected_stream_leaves_the_batch(checkpoint) -> None:
+    (model,) = [m for m in load_served_models(checkpoint) if m.kind == "lm"]
+    body = {"model": model.id, "prompt": QUESTIONS[0], "max_tokens": 400, "temperature": 0, "stream": True}
+    with running(create_app([model])) as url:
+        with (
+            httpx.Client(timeout=TIMEOUT) as client,
+            client.stream("POST", f"{url}/v1/completions", json=body) as r,
+        ):
+            assert r.status_code == 200
+            for n, _ in enumerate(r.iter_lines()):
+                if n >= 3:
+                    break  # leave after a few chunks: the connection closes
+        for _ in range(int(TIMEOUT / 0.05)):
+            if model.engine.running_rows == 0:
+                break
+            time.sleep(0.05)
+        assert model.engine.running_rows == 0
+        steps = model.engine.steps
+        assert steps < 399  # the row left the batch before its budget
+        r = httpx.post(
+            f"{url}/v1/completions", json={**body, "stream": False, "max_tokens": 3}, timeout=TIMEOUT
+        )
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
+
+
+def test_serve_command_line(checkpoint, capsys) -> None:
+    from langbridge.cli import build_parser, main
+    from langbridge.serving.cli import build_app
+
+    args = build_parser().parse_args(["serve", checkpoint, "--api-key", "k", "--max-batch", "4"])
+    assert (args.host, args.port, args.max_queue) == ("127.0.0.1", 8000, 256)
+    app = build_app(args)
+    assert {r.path for r in app.routes} >= {
+        "/",
+        "/health",
+        "/v1/models",
+        "/v1/completions",
+        "/v1/chat/completions",
+    }
+    assert main(["serve", str(Path(checkpoint) / "missing")]) == 1
+    assert "no such directory" in capsys.readouterr().err
+    assert main(["serve", checkpoint, "--max-batch", "0"]) == 1
 
 
 def test_echo_logprobs_score_the_prompt(server, tiny_dirs) -> None:
@@ -321,7 +416,12 @@ def test_echo_logprobs_score_the_prompt(server, tiny_dirs) -> None:
 
 
 def test_lm_eval_local_completions(server, checkpoint, tmp_path) -> None:
-    pytest.importorskip("lm_eval", reason="lm-evaluation-harness is not installed (pip install lm-eval)")
+    pytest.importorskip(
+        "lm_eval", reason="lm-evaluation-harness is not installed (pip install 'lm-eval[api]')"
+    )
+    pytest.importorskip(
+        "tenacity", reason="lm-eval's API models need its api extra: pip install 'lm-eval[api]'"
+    )
     import lm_eval
     from lm_eval.tasks import TaskManager
 

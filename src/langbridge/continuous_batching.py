@@ -360,6 +360,7 @@ class ContinuousBatchingEngine:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.running_rows = 0
+        self.peak_rows = 0  # most rows decoded together so far
         self.steps = 0  # decoding steps (model calls on the running batch), for tests and metrics
         self.prefills = 0
 
@@ -445,6 +446,7 @@ class ContinuousBatchingEngine:
                         for row, token in zip(rows, sample_next_tokens(logits, rows), strict=True):
                             row.tokens.append(token)
                         self.steps += 1
+                        self.peak_rows = max(self.peak_rows, len(rows))
                         fresh = rows
                     else:
                         continue

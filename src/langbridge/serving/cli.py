@@ -50,10 +50,7 @@ def language_identifier() -> Any:
 
 
 def build_app(args: argparse.Namespace) -> Any:
-    try:
-        from .app import create_app
-    except ImportError as err:
-        raise ImportError(f"{SERVE_HINT} ({err})") from err
+    from .app import create_app
     from .models import load_served_models
 
     if args.max_batch < 1 or args.max_queue < 1:
@@ -75,9 +72,11 @@ def build_app(args: argparse.Namespace) -> Any:
 def _run_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
+
+        app = build_app(args)
     except ImportError as err:
-        raise ImportError(SERVE_HINT) from err
-    app = build_app(args)
+        print(f"langbridge serve: error: {SERVE_HINT} ({err})", file=sys.stderr)
+        return 1
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(
             f"warning: serving on {args.host} without --api-key: anyone who can reach this port can use the model.",
