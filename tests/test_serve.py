@@ -299,6 +299,11 @@ def test_api_key_and_full_queue(checkpoint) -> None:
         assert client.get(f"{url}/health").status_code == 200
         auth = {"Authorization": "Bearer s3cret"}
         assert client.get(f"{url}/v1/models", headers=auth).status_code == 200
+        _error(
+            client.post(f"{url}/v1/chat/completions", json={**body, "n": 2}, headers=auth),
+            400,
+            "--max-batch 1",
+        )
         with ThreadPoolExecutor(2) as pool:
             first = pool.submit(client.post, f"{url}/v1/chat/completions", json=body, headers=auth)
             assert entered.wait(

@@ -140,6 +140,10 @@ class ServedModel:
         """Submits the request to the engine at once (raising `QueueFull` when the queue is full) and returns an
         iterator of (choice, new text) as text becomes final, and (choice, "") when a choice ends
         (`choice.finish_reason` set). Leaving the iteration early cancels the request in the engine."""
+        if n > self.max_batch:
+            raise RequestError(
+                f"n={n} is more than this server decodes at once (--max-batch {self.max_batch}).", "n"
+            )
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[str, int, Any]] = asyncio.Queue()
         stops = [s for s in stop if s]
