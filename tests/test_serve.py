@@ -390,6 +390,31 @@ def test_serve_command_line(checkpoint, capsys) -> None:
     assert main(["serve", checkpoint, "--max-batch", "0"]) == 1
 
 
+def test_failures_inside_the_server_are_json_errors(checkpoint) -> None:
+    """A prefill that fails answers 500 (or an error event in a started stream) and the engine goes on."""
+    (model,) = [m for m in load_served_models(checkpoint) if m.kind == "lm"]
+    prefill, calls = model.engine.prefill, []
+
+    def failing_once(payloads):
+        calls.append(len(payloads))
+        if len(calls) <= 2:
+            raise RuntimeError("simulated failure")
+        return prefill(payloads)
+
+    model.engine.prefill = failing_once
+    body = {"model": model.id, "prompt": QUESTIONS[0], "max_tokens": 3, "temperature": 0}
+    with running(create_app([model])) as url, httpx.Client(timeout=TIMEOUT) as client:
+        _error(client.post(f"{url}/v1/completions", json=body), 500, "Internal server error (RuntimeError)")
+        streamed = client.post(f"{url}/v1/completions", json={**body, "stream": True})
+        assert streamed.status_code == 200
+        events = [line[6:] for line in streamed.text.splitlines() if line.startswith("data: ")]
+        assert (
+            events[-1] == "[DONE]"
+            and "Generation failed (RuntimeError)" in json.loads(events[0])["error"]["message"]
+        )
+        assert client.post(f"{url}/v1/completions", json=body).json()["usage"]["completion_tokens"] == 3
+
+
 def test_echo_logprobs_score_the_prompt(server, tiny_dirs) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

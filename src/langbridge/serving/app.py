@@ -111,10 +111,7 @@ def create_app(
             **{"Retry-After": "1"},
         )
 
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, err: Exception) -> JSONResponse:
-        logger.exception("request failed")
-        return _error(500, f"Internal server error ({type(err).__name__}).", "server_error")
+    app.add_middleware(_CatchAll)
 
     def authorize(request: Request) -> None:
         if api_key is None:
@@ -370,6 +367,33 @@ def create_app(
         }
 
     return app
+
+
+class _CatchAll:
+    """Any other exception becomes a 500 OpenAI error (Starlette's own last-resort handler answers, then re-raises,
+    which makes uvicorn reset the connection). The traceback goes to the log only."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as err:
+            logger.exception("request failed")
+            if not started:  # a started response (a stream) reports its own errors in-band
+                response = _error(500, f"Internal server error ({type(err).__name__}).", "server_error")
+                await response(scope, receive, send)
 
 
 async def _merge(
