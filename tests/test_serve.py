@@ -533,3 +533,21 @@ def test_page_in_headless_chromium(server, tmp_path) -> None:
         assert shot.stat().st_size > 1000
     finally:
         driver.quit()
+
+
+@pytest.mark.real_models
+def test_real_lm_alias_served_lm_only() -> None:
+    """`langbridge serve smollm2-135m-instruct --lm-only`: the alias of the default pair's LM, with its chat template."""
+    from langbridge.pretrained import DEFAULT_LM, resolve_pretrained
+
+    pytest.importorskip("gguf", reason="the default pair needs the default-models extra (pip install gguf)")
+    try:
+        resolve_pretrained(DEFAULT_LM)
+    except Exception as err:  # the weight package is not installed
+        pytest.skip(f"default LM unavailable ({type(err).__name__}: {err}); run scripts/setup.sh")
+    (model,) = load_served_models(DEFAULT_LM, lm_only=True, max_batch=4)
+    assert (model.id, model.kind) == (DEFAULT_LM, "lm")
+    with running(create_app([model])) as url:
+        answer = _chat(url, model.id, "What is 2 plus 3?", max_tokens=12)
+    assert answer["choices"][0]["message"]["content"].strip()
+    assert answer["usage"]["prompt_tokens"] > 10  # the question inside SmolLM2's ChatML template

@@ -263,9 +263,13 @@ def load_served_models(
     name: str | None = None,
 ) -> list[ServedModel]:
     """The models `langbridge serve MODEL` holds: a LangBridge checkpoint and its LM alone, or (`lm_only`) a
-    plain LM (a LangBridge checkpoint's own LM when MODEL is one). Model ids: the name of MODEL (or `name`), and
-    `<id>/lm-alone` for the LM of a checkpoint."""
-    label = name or Path(str(model).rstrip("/")).name or str(model)
+    plain LM (a LangBridge checkpoint's own LM when MODEL is one). Model ids: the name of MODEL (of its run
+    directory for `RUN/final`) or `name`, and `<id>/lm-alone` for the LM of a checkpoint."""
+    path = Path(str(model).rstrip("/"))
+    # A training run's checkpoint is OUTPUT_DIR/final: name it after the run.
+    label = (
+        name or (path.parent.name if path.name == "final" and path.parent.name else path.name) or str(model)
+    )
     served: list[ServedModel] = []
     if lm_only and not _is_langbridge_checkpoint(resolve_model_name(model)):
         backend = load_backend(
