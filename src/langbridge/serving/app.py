@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..continuous_batching import QueueFull
 from ..evaluation.requests import GenerationRequest
-from .models import Choice, RequestError, ServedModel
+from .models import Choice, GenerationStream, RequestError, ServedModel
 from .schemas import ChatCompletionRequest, CompletionRequest, error_body, new_id, now
 
 __all__ = ["create_app"]
@@ -307,7 +307,7 @@ def create_app(
             "seed": body.seed,
             "stop": body.stop_list(),
         }
-        streams = []
+        streams: list[GenerationStream] = []
         try:
             for req, _, max_tokens in jobs:  # all submitted now, so a full queue answers 429 before streaming
                 streams.append(model.generate(req, max_tokens, **sampling))
@@ -396,9 +396,7 @@ class _CatchAll:
                 await response(scope, receive, send)
 
 
-async def _merge(
-    streams: list[AsyncIterator[tuple[Choice, str]]], n: int
-) -> AsyncIterator[tuple[int, Choice, str]]:
+async def _merge(streams: list[GenerationStream], n: int) -> AsyncIterator[tuple[int, Choice, str]]:
     """Interleave the streams of several prompts as (choice index over all prompts, choice, new text)."""
     if len(streams) == 1:
         try:
@@ -409,7 +407,7 @@ async def _merge(
         return
     queue: asyncio.Queue[tuple[int, Choice, str] | BaseException | None] = asyncio.Queue()
 
-    async def pump(p: int, stream: AsyncIterator[tuple[Choice, str]]) -> None:
+    async def pump(p: int, stream: GenerationStream) -> None:
         try:
             async for choice, text in stream:
                 await queue.put((p * n + choice.index, choice, text))

@@ -8,7 +8,7 @@ holds the frozen LM, so it is not loaded twice); `--lm-only MODEL` serves a plai
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from ..evaluation.backends import CausalLMBackend, LangBridgeBackend, _is_langbr
 from ..evaluation.requests import GenerationRequest
 from ..utils import resolve_model_name
 
-__all__ = ["RequestError", "ServedModel", "Choice", "load_served_models"]
+__all__ = ["RequestError", "ServedModel", "Choice", "GenerationStream", "load_served_models"]
 
 # Scoring (echo + logprobs) rows per forward pass.
 SCORE_BATCH = 16
@@ -44,6 +44,22 @@ class Choice:
     text: str = ""
     sent: int = 0  # characters of `text` already handed out
     finish_reason: str | None = None
+
+
+class GenerationStream:
+    """The (choice, new text) events of one submitted request; `aclose()` cancels it in the engine even when
+    iteration never started."""
+
+    def __init__(self, request: EngineRequest, events: AsyncGenerator[tuple[Choice, str], None]):
+        self.request = request
+        self._events = events
+
+    def __aiter__(self) -> AsyncIterator[tuple[Choice, str]]:
+        return self._events
+
+    async def aclose(self) -> None:
+        self.request.cancel()
+        await self._events.aclose()
 
 
 @dataclass
@@ -136,7 +152,7 @@ class ServedModel:
         top_p: float = 1.0,
         seed: int | None = None,
         stop: Sequence[str] = (),
-    ) -> AsyncIterator[tuple[Choice, str]]:
+    ) -> GenerationStream:
         """Submits the request to the engine at once (raising `QueueFull` when the queue is full) and returns an
         iterator of (choice, new text) as text becomes final, and (choice, "") when a choice ends
         (`choice.finish_reason` set). Leaving the iteration early cancels the request in the engine."""
@@ -170,7 +186,7 @@ class ServedModel:
             on_error=lambda err: put("error", -1, err),
         )
         self.engine.submit(engine_request)
-        return self._events(engine_request, events, n, stops)
+        return GenerationStream(engine_request, self._events(engine_request, events, n, stops))
 
     async def _events(
         self,
@@ -178,7 +194,7 @@ class ServedModel:
         events: asyncio.Queue[tuple[str, int, Any]],
         n: int,
         stops: list[str],
-    ) -> AsyncIterator[tuple[Choice, str]]:
+    ) -> AsyncGenerator[tuple[Choice, str], None]:
         choices = [Choice(i) for i in range(n)]
         hold = max((len(s) for s in stops), default=1) - 1  # a stop string may still be completing
         left = n
