@@ -200,6 +200,32 @@ def test_32_concurrent_clients_equal_one_at_a_time(checkpoint, kind) -> None:
     assert model.engine.peak_rows == 32  # all 32 decoded in one batch
     assert len(set(alone)) > 16
 
+    # Seeded sampling draws from each request's own generator: the same answer alone or in a batch.
+    sampled = [{"temperature": 0.9, "top_p": 0.95, "seed": i} for i in range(4)]
+    with running(create_app(models)) as url:
+        alone = [_chat(url, model.id, QUESTIONS[i], 10, **sampled[i]) for i in range(4)]
+
+        async def seeded() -> list[dict]:
+            async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+                bodies = [
+                    {
+                        "model": model.id,
+                        "messages": [{"role": "user", "content": QUESTIONS[i]}],
+                        "max_tokens": 10,
+                        **sampled[i],
+                    }
+                    for i in range(4)
+                ]
+                responses = await asyncio.gather(
+                    *(client.post(f"{url}/v1/chat/completions", json=b) for b in bodies)
+                )
+                return [r.json() for r in responses]
+
+        with gated(model, 4):
+            together = asyncio.run(seeded())
+    texts = [[r["choices"][0]["message"]["content"] for r in rs] for rs in (alone, together)]
+    assert texts[0] == texts[1]
+
 
 def test_requests_join_a_running_batch(checkpoint) -> None:
     """A request submitted while another decodes joins the running batch (one more prefill, no second loop)."""
