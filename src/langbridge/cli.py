@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "langbridge.convert_official",
     "langbridge.pretrained",
     "langbridge.experiments.demo",
+    "langbridge.serving.cli",
 )
 
 
