@@ -9,8 +9,9 @@ while [ $# -ge 2 ]; do
   if [ ! -f "$out/$name/final/config.json" ]; then
     echo "=== $name: $overrides ($(date +%T))"
     # shellcheck disable=SC2086
-    langbridge train configs/demo/reconstruction.yaml output_dir="$out/$name" $overrides 2>&1 \
-      | grep -E "held-out|step .*loss|done:" | tail -20
+    langbridge train "${CONFIG:-configs/demo/reconstruction.yaml}" output_dir="$out/$name" $overrides \
+      > "$out/$name.log" 2>&1 || { echo "FAILED, see $out/$name.log"; tail -3 "$out/$name.log"; continue; }
+    grep -E "held-out|bridge_init|done:" "$out/$name.log"
   fi
   python scripts/science/pilot_eval.py "$out/$name/final" 2>&1 | grep -v Loading
 done

@@ -44,7 +44,7 @@ def fit_linear_bridge(
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("bridge_init=ridge needs a fast (Rust) encoder tokenizer for character offsets.")
     embeddings = model.lm.get_input_embeddings().weight.float()
-    features, targets = [], []
+    features, token_ids = [], []
     for start in range(0, len(texts), batch_size):
         chunk = list(texts[start : start + batch_size])
         enc = tokenizer(
@@ -64,8 +64,9 @@ def fit_linear_bridge(
             ids = torch.tensor(aligned_lm_tokens(processor.lm_tokenizer, text, spans))
             keep = ids >= 0
             features.append(feats[row][real][keep])
-            targets.append(embeddings[ids[keep]])
-    x, y = torch.cat(features).double(), torch.cat(targets).double()
+            token_ids.append(ids[keep])
+    ids = torch.cat(token_ids)
+    x, y = torch.cat(features).double(), embeddings[ids].double()
     if len(x) <= x.shape[1]:
         raise ValueError(f"bridge_init=ridge: only {len(x)} aligned tokens; give it more English text.")
     x1 = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
@@ -76,13 +77,10 @@ def fit_linear_bridge(
     bridge.linear.bias.copy_(solution[-1].to(bridge.linear.bias.dtype))
     pred = x1 @ solution
     r2 = 1 - float(((pred - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum())
-    unit = torch.nn.functional.normalize(embeddings.double(), dim=-1)
+    # Nearest LM embedding (cosine) of each prediction, in chunks: pairs x vocabulary would not fit in memory.
+    unit = torch.nn.functional.normalize(embeddings, dim=-1)
     nearest = torch.cat(
-        [(torch.nn.functional.normalize(p, dim=-1) @ unit.T).argmax(-1) for p in pred.split(4096)]
+        [(torch.nn.functional.normalize(p.float(), dim=-1) @ unit.T).argmax(-1) for p in pred.split(1024)]
     )
-    truth = (torch.nn.functional.normalize(y, dim=-1) @ unit.T).argmax(-1)
-    return {
-        "pairs": len(x),
-        "r2": round(r2, 4),
-        "nearest_token_acc": round(float((nearest == truth).double().mean()), 4),
-    }
+    accuracy = float((nearest == ids).double().mean())
+    return {"pairs": len(x), "r2": round(r2, 4), "nearest_token_acc": round(accuracy, 4)}

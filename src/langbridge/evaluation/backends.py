@@ -350,12 +350,10 @@ class LangBridgeBackend(_Backend):
         )
         return PromptStyle(instruct=instruct, encoder_template=template)
 
-    def describe_request(self, request: GenerationRequest) -> dict[str, str]:
+    def describe_request(self, request: GenerationRequest | LoglikelihoodRequest) -> dict[str, str]:
         """What this model read, for the predictions file."""
-        return {
-            "prompt": request.encoder_text,
-            "lm_prompt": resolve_lm_prompt(request, self.processor.lm_prompt),
-        }
+        text = request.context if isinstance(request, LoglikelihoodRequest) else request.encoder_text
+        return {"prompt": text, "lm_prompt": resolve_lm_prompt(request, self.processor.lm_prompt)}
 
     def _prompt_key(self, request: GenerationRequest) -> tuple:
         return (request.encoder_text, resolve_lm_prompt(request, self.processor.lm_prompt))
@@ -462,7 +460,9 @@ class CausalLMBackend(_Backend):
             ids = [self.tokenizer.bos_token_id] + ids
         return ids
 
-    def describe_request(self, request: GenerationRequest) -> dict[str, str]:
+    def describe_request(self, request: GenerationRequest | LoglikelihoodRequest) -> dict[str, str]:
+        if isinstance(request, LoglikelihoodRequest):
+            return {"prompt": request.context if request.full_context is None else request.full_context}
         return {"prompt": request.full_prompt}
 
     def _prompt_key(self, request: GenerationRequest) -> tuple:

@@ -81,9 +81,10 @@ def read_predictions(path: str | os.PathLike) -> dict[str, dict]:
 
 
 def _prompt_record(backend: Any, request: Any) -> dict[str, Any]:
-    if isinstance(request, list):
-        return {"prompt": request[0].context, "choices": [r.continuation for r in request]}
     describe = getattr(backend, "describe_request", None)
+    if isinstance(request, list):
+        read = describe(request[0]) if describe is not None else {"prompt": request[0].context}
+        return {**read, "choices": [r.continuation for r in request]}
     if describe is not None:
         return describe(request)
     return {"prompt": request.full_prompt}

@@ -6,7 +6,7 @@ flores-x2en         the LM's loss on English sentence i given sentence i in lang
                     instruction in its prompt format. X = English measures reconstruction.
 flores-x2en-chrf    the same prompt, greedy output (one line), chrF++ against the English reference (sacrebleu).
 flores-continuation the loss on English sentence i+1 given sentence i in X (the next sentence of the same
-                    article): LangBridge continues after the checkpoint's LM prompt, the LM alone reads `X\\n`.
+                    article): both read a newline after the sentence (LangBridge: after its soft tokens).
 
 Every condition scores the same English targets, so per-example values pair across models. Whole articles
 (metadata_devtest.tsv URL) go to a dev (~20%) or a test portion by a hash of their URL: splits `dev` and `test`.
@@ -84,7 +84,8 @@ def _check_split(split: str) -> None:
 
 def load_translation(source: DataSource, language: str, split: str) -> list[Example]:
     _check_split(split)
-    docs, text, english = read_documents(source), _sentences(source, language), _sentences(source, "eng")
+    text = _sentences(source, language)
+    docs, english = read_documents(source), _sentences(source, "eng")
     if not len(docs) == len(text) == len(english):
         raise ValueError(
             f"FLORES {language}: {len(text)} lines but {len(docs)} metadata rows; use the original files."
@@ -98,7 +99,8 @@ def load_translation(source: DataSource, language: str, split: str) -> list[Exam
 
 def load_continuation(source: DataSource, language: str, split: str) -> list[Example]:
     _check_split(split)
-    docs, text, english = read_documents(source), _sentences(source, language), _sentences(source, "eng")
+    text = _sentences(source, language)
+    docs, english = read_documents(source), _sentences(source, "eng")
     return [
         Example(id=f"{split}-{i}", language=language, input={"text": text[i]}, gold=english[i + 1])
         for i in range(len(docs) - 1)
@@ -142,7 +144,11 @@ def build_continuation(
     example: Example, style: PromptStyle, options: BuildOptions, shots: list | None
 ) -> list[LoglikelihoodRequest]:
     text = example.input["text"]
-    return [LoglikelihoodRequest(context=text, continuation=example.gold, full_context=text + "\n")]
+    # Plain continuation in both conditions, no chat turn in between: a newline after the sentence, read as
+    # text by the LM alone and after the soft tokens by LangBridge.
+    return [
+        LoglikelihoodRequest(context=text, continuation=example.gold, lm_prompt="\n", full_context=text + "\n")
+    ]
 
 
 def nats_per_token(output: list[dict], example: Example) -> float:
