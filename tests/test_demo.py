@@ -1,25 +1,14 @@
-"""The demo's statistics, the FLORES continuation score and the --quick pipeline on tiny models."""
+"""The demo's statistics, report documents and the --quick pipeline on tiny models."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 from conftest import require_shared
 
-from langbridge.experiments.flores import (
-    continuation_pairs,
-    portion_of,
-    read_documents,
-    score_langbridge,
-    score_lm_text,
-    subsample,
-)
 from langbridge.experiments.stats import paired_bootstrap, paired_bootstrap_mean_over_groups
 
 # ----------------------------------------------------------------------------- paired bootstrap
@@ -64,108 +53,17 @@ def test_bootstrap_weighted_ratio_and_errors() -> None:
 # ----------------------------------------------------------------------------- FLORES documents
 
 
-def test_flores_pairs_follow_documents_and_portions_are_disjoint(tmp_path: Path) -> None:
-    (tmp_path / "metadata_devtest.tsv").write_text(
-        "URL\tdomain\n" + "".join(f"{u}\tx\n" for u in ["a", "a", "a", "b", "c", "c"]), encoding="utf-8"
-    )
-    docs = read_documents(tmp_path)
-    pairs = continuation_pairs(docs, "all")
-    assert [(p.doc, p.index, p.target_index) for p in pairs] == [("a", 0, 1), ("a", 1, 2), ("c", 4, 5)]
-    dev = {p.doc for p in continuation_pairs(docs, "dev")}
-    test = {p.doc for p in continuation_pairs(docs, "test")}
-    assert not dev & test and dev | test == {"a", "c"}
-    assert all(portion_of(d) == "dev" for d in dev)
-    assert subsample(pairs, 2, seed=0) == subsample(pairs, 2, seed=0)
-    assert len(subsample(pairs, 2, seed=0)) == 2 and subsample(pairs, None, seed=0) == pairs
-
-
 def test_real_flores_metadata_groups_articles() -> None:
-    directory = require_shared("flores200", "devtest")
-    docs = read_documents(directory)
-    assert len(docs) == 1012
-    dev, test = continuation_pairs(docs, "dev"), continuation_pairs(docs, "test")
-    assert len(dev) + len(test) == len(continuation_pairs(docs, "all"))
-    assert 0.1 < len(dev) / (len(dev) + len(test)) < 0.3
+    from langbridge.evaluation import get_task
+    from langbridge.evaluation.data import DataSource
+
+    root = require_shared("flores200", "devtest").parent.parent
+    task = get_task("flores-continuation")
+    dev, test = (task.load(DataSource(root=root), "swh", split) for split in ("dev", "test"))
+    pairs = len(dev) + len(test)
+    assert 700 < pairs < 1012 and 0.1 < len(dev) / pairs < 0.3
 
 
-# ----------------------------------------------------------------------------- FLORES scores
-
-
-class CopyLM(torch.nn.Module):
-    """A hand-built induction LM: it predicts the token that followed the previous occurrence of the current
-    token in the context (probability 0.9), otherwise uniform. Seeing the target earlier makes it easy."""
-
-    def __init__(self, vocab: int):
-        super().__init__()
-        self.vocab = vocab
-        self.config = SimpleNamespace(max_position_embeddings=512)
-        self.dummy = torch.nn.Parameter(torch.zeros(1))
-
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int = 0, **_: object
-    ) -> SimpleNamespace:
-        b, t = input_ids.shape
-        logits = torch.zeros(b, t, self.vocab)
-        for i in range(b):
-            row = input_ids[i].tolist()
-            real = attention_mask[i].tolist()
-            for pos in range(t):
-                for prev in range(pos - 1, -1, -1):
-                    if real[prev] and row[prev] == row[pos]:
-                        logits[i, pos, row[prev + 1]] = math.log(0.9 * self.vocab)
-                        break
-        return SimpleNamespace(logits=logits[:, -logits_to_keep:] if logits_to_keep else logits)
-
-
-def test_lm_text_upper_bound_ordering_on_constructed_case(tiny_dirs: dict[str, str]) -> None:
-    from langbridge.processing import load_lm_tokenizer
-
-    tok = load_lm_tokenizer(tiny_dirs["gpt2"])
-    lm = CopyLM(len(tok)).eval()
-    target = "Janet has 16 eggs and sells 3 of them every day at the market."
-    # The "English sentence i" contains the target itself; the "foreign" context does not.
-    english, foreign = target, "जानेट బాతులు 1 ฟอง"
-    nll, n = score_lm_text(lm, tok, [english, foreign, None], [target] * 3, batch_size=2)
-    per_token = nll / n
-    assert (n == len(tok(target, add_special_tokens=False)["input_ids"])).all()
-    assert per_token[0] < per_token[1] - 1.0  # seeing the English sentence helps a lot
-    assert per_token[1] == pytest.approx(per_token[2], abs=1.5)  # an unrelated context ~ no context
-
-
-def test_lm_text_scores_are_padding_invariant(tiny_dirs: dict[str, str]) -> None:
-    from transformers import AutoModelForCausalLM
-
-    from langbridge.processing import load_lm_tokenizer
-
-    tok = load_lm_tokenizer(tiny_dirs["llama"])
-    lm = AutoModelForCausalLM.from_pretrained(tiny_dirs["llama"]).eval()
-    contexts = ["Swali: Janet ana mayai 16.", "Les canards", None]
-    targets = ["She eats three every morning.", "The answer is 5.", "Janet has 16 eggs."]
-    batched, n = score_lm_text(lm, tok, contexts, targets, batch_size=3)
-    single = [score_lm_text(lm, tok, [c], [t], batch_size=1) for c, t in zip(contexts, targets, strict=True)]
-    np.testing.assert_allclose(batched, [s[0][0] for s in single], rtol=1e-4)
-    assert list(n) == [len(tok(t, add_special_tokens=False)["input_ids"]) for t in targets]
-
-
-def test_langbridge_score_masks_all_but_the_target(tiny_langbridge) -> None:
-    model, processor = tiny_langbridge("bert", "llama")
-    contexts = ["Swali: Janet ana mayai 16.", "珍妮的鸭子每天下16个蛋。", "Les canards"]
-    targets = ["She eats three every morning.", "The answer is 5.", "Janet has 16 eggs."]
-    nll, n = score_langbridge(model, processor, contexts, targets, batch_size=2)
-    assert nll.shape == n.shape == (3,) and (nll > 0).all()
-    assert list(n) == [len(processor.lm_tokenizer(t, add_special_tokens=False)["input_ids"]) for t in targets]
-    # Per-example values equal the model's own mean loss on that example alone (which masks prompt/slots).
-    for i in range(3):
-        batch = processor([contexts[i]], targets=[targets[i]], append_eos=False, padding_side="right")
-        with torch.no_grad():
-            loss = model(**batch).loss
-        assert nll[i] / n[i] == pytest.approx(float(loss), rel=1e-4)
-
-
-# ----------------------------------------------------------------------------- the --quick pipeline
-
-
-@pytest.mark.slow
 def test_quick_demo_end_to_end_on_tiny_models(tiny_dirs: dict[str, str], tmp_path: Path, capsys) -> None:
     import argparse
 
@@ -195,20 +93,24 @@ def test_quick_demo_end_to_end_on_tiny_models(tiny_dirs: dict[str, str], tmp_pat
     )
     assert args.func(args) == 0
     printed = capsys.readouterr().out
-    assert "FLORES-200 continuation" in printed and "XCOPA" in printed
+    assert "FLORES X → English" in printed and "FLORES continuation" in printed and "XCOPA" in printed
 
     results = json.loads((out / "results.json").read_text())
     assert results["seeds"] == ["langbridge_seed0", "langbridge_seed1"]
-    flores = results["tasks"]["flores"]
-    assert set(flores["languages"]) == {"eng", "swh"}
-    for row in flores["languages"].values():
-        assert len(row["langbridge_per_seed"]) == 2
-        ci = row["delta_vs_lm"]
-        assert ci["ci_low"] <= ci["delta"] <= ci["ci_high"] and ci["n"] == 6
+    for key in ("translation", "continuation"):
+        section = results["tasks"][key]
+        assert set(section["languages"]) == {"eng", "swh"} and section["split"] == "test"
+        for row in section["languages"].values():
+            assert len(row["langbridge_per_seed"]) == 2
+            ci = row["delta_vs_lm"]
+            assert ci["ci_low"] <= ci["delta"] <= ci["ci_high"] and ci["n"] == 6
+        assert section["no_context"] > 0 and section["upper_bound"] == section["languages"]["eng"]["lm_alone"]
     assert set(results["tasks"]["xcopa"]["languages"]) == {"sw"}
     assert results["tasks"]["xcopa"]["split"] == "test"
-    assert "mgsm" in results["tasks"]
-    assert (out / "results.md").read_text().startswith("### FLORES-200")
+    # The generation tasks run on the first seed only.
+    assert results["tasks"]["mgsm"]["seeds"] == 1 and results["tasks"]["chrf"]["seeds"] == 1
+    assert all(0 <= r["langbridge"] <= 100 for r in results["tasks"]["chrf"]["languages"].values())
+    assert (out / "results.md").read_text().startswith("### FLORES X → English")
     for seed in (0, 1):
         assert (out / "train" / f"seed{seed}" / "final" / "config.json").exists()
         metrics = [
@@ -265,8 +167,10 @@ def test_ablation_figures_are_written(tmp_path: Path) -> None:
             "step": step,
             "fraction": step / 40,
             "examples": step * 8,
-            "flores_LRL": cell(4.5 - shift, 4.8),
-            "flores_HRL": cell(4.2 - shift, 4.0),
+            "translation_LRL": cell(4.5 - shift, 4.8),
+            "translation_HRL": cell(4.2 - shift, 4.0),
+            "continuation_LRL": cell(4.4 - shift, 4.6),
+            "continuation_HRL": cell(4.1 - shift, 4.0),
             "xcopa_LRL": cell(0.52 + shift / 10, 0.5),
             "xcopa_HRL": cell(0.55, 0.56),
         }

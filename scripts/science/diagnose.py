@@ -23,7 +23,8 @@ import torch
 
 from langbridge.analysis.representations import find_flores_dir, load_flores
 from langbridge.bridge_init import aligned_lm_tokens
-from langbridge.experiments.flores import portion_of, read_documents
+from langbridge.evaluation.data import DataSource
+from langbridge.evaluation.tasks.flores import portion_of, read_documents
 from langbridge.modeling import load_encoder, load_lm
 from langbridge.processing import load_encoder_tokenizer, load_lm_tokenizer
 from langbridge.training.data import split_sentences
@@ -78,7 +79,7 @@ for line in open("../shared/data/english_demo/c4_demo.jsonl", encoding="utf-8"):
     fit_sents += split_sentences(json.loads(line)["text"])
 fit_sents = fit_sents[: a.fit_sentences]
 flores = find_flores_dir(None)
-docs = read_documents(flores)
+docs = read_documents(DataSource.create(None, None))
 dev = [i for i, d in enumerate(docs) if portion_of(d) == "dev"]
 langs = a.langs.split(",")
 sents = load_flores(["eng", *langs], data_dir=flores)

@@ -1,4 +1,5 @@
-"""Ablation figures (matplotlib, Agg): one PNG per ablation, FLORES and XCOPA side by side, LM-alone lines."""
+"""Ablation figures (matplotlib, Agg): one PNG per ablation, FLORES content scores and XCOPA side by side,
+LM-alone lines."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Any
 
 GROUP_STYLE = {"LRL": ("tab:red", "o"), "HRL": ("tab:blue", "s"), "AVG": ("tab:gray", "^")}
 PANELS = (
-    ("flores", "FLORES-200 continuation\nnats / English target token (lower is better)", 1.0),
+    ("translation", "FLORES X → English\nnats / English token (lower is better)", 1.0),
+    ("continuation", "FLORES continuation\nnats / English token (lower is better)", 1.0),
     ("xcopa", "XCOPA accuracy (%)", 100.0),
 )
 
@@ -63,7 +65,7 @@ def plot_ablations(rows: dict[str, Any], out_dir: str | Path) -> dict[str, str]:
 
     amount = sorted(rows["data_amount"], key=lambda r: r["step"])
     if amount:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        fig, axes = plt.subplots(1, len(PANELS), figsize=(14, 4))
         xs = [100 * r["fraction"] for r in amount]
         for ax, (task, title, scale) in zip(axes, PANELS, strict=True):
             _panel(ax, xs, amount, task, title, scale)
@@ -92,7 +94,7 @@ def plot_ablations(rows: dict[str, Any], out_dir: str | Path) -> dict[str, str]:
         present = [(k, lab) for k, lab in zip(keys, labels, strict=True) if k in variants]
         if len(present) < 2:
             continue
-        fig, axes = plt.subplots(1, 2, figsize=(8, 4))
+        fig, axes = plt.subplots(1, len(PANELS), figsize=(12, 4))
         sel = [variants[k] for k, _ in present]
         xs = list(range(len(sel)))
         for ax, (task, ptitle, scale) in zip(axes, PANELS, strict=True):

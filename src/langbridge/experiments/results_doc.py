@@ -27,47 +27,43 @@ def _ci(row: dict[str, Any], scale: float = 1.0, digits: int = 3) -> str:
     return f"{d:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
 
 
+# (report key, label, scale, digits, English language code) in the order the headline shows them.
+HEADLINE_ROWS = (
+    ("translation", "FLORES X → English (nats/token, lower = better)", 1.0, 3, "eng"),
+    ("chrf", "FLORES X → English, greedy chrF++ (higher = better)", 1.0, 1, "eng"),
+    ("continuation", "FLORES continuation (nats/token, lower = better)", 1.0, 3, "eng"),
+    ("xcopa", "XCOPA (accuracy %)", 100.0, 1, None),
+    ("mgsm", "MGSM subset (accuracy %)", 100.0, 1, "en"),
+)
+
+
 def headline(results: dict[str, Any]) -> str:
-    """Group averages: LM alone vs LangBridge, delta and CI, per task."""
+    """Group averages (and English): LM alone vs LangBridge, delta and CI, content scores first."""
     lines = [
         "| task (metric) | group | LM alone | LangBridge | Δ [95% CI] |",
         "|---|---|---|---|---|",
     ]
-    fl = results["tasks"].get("flores")
-    if fl:
-        eng = fl["languages"].get("eng")
-        rows = [(g, r) for g, r in fl["groups"].items()]
-        for group, r in rows:
-            lines.append(
-                f"| FLORES continuation (nats/token, lower = better) | {group} ({len(r['languages'])} langs) | "
-                f"{r['b']:.3f} | {r['a']:.3f} | {_ci(r)} |"
-            )
-        if eng:
-            lines.append(
-                f"| FLORES continuation (nats/token, lower = better) | English | {eng['lm_alone']:.3f} | "
-                f"{eng['langbridge']:.3f} | {_ci(eng['delta_vs_lm'])} |"
-            )
-    for task, label in (("xcopa", "XCOPA (accuracy %)"), ("mgsm", "MGSM subset (accuracy %)")):
-        entry = results["tasks"].get(task)
+    for key, label, scale, digits, english in HEADLINE_ROWS:
+        entry = results["tasks"].get(key)
         if not entry:
             continue
         for group, r in entry["groups"].items():
             lines.append(
-                f"| {label} | {group} ({len(r['languages'])} langs) | {100 * r['b']:.1f} | {100 * r['a']:.1f} | "
-                f"{_ci(r, 100, 1)} |"
+                f"| {label} | {group} ({len(r['languages'])} langs) | {scale * r['b']:.{digits}f} | "
+                f"{scale * r['a']:.{digits}f} | {_ci(r, scale, digits)} |"
             )
-        if task == "mgsm" and "en" in entry["languages"]:
-            en = entry["languages"]["en"]
+        en = entry["languages"].get(english) if english else None
+        if en:
             lines.append(
-                f"| {label} | English | {100 * en['lm_alone']:.1f} | {100 * en['langbridge']:.1f} | "
-                f"{_ci(en['delta_vs_lm'], 100, 1)} |"
+                f"| {label} | English | {scale * en['lm_alone']:.{digits}f} | {scale * en['langbridge']:.{digits}f} | "
+                f"{_ci(en['delta_vs_lm'], scale, digits)} |"
             )
     seeds = len(results["seeds"])
     planned = len(results.get("settings", {}).get("seeds", [])) or seeds
     note = f"LangBridge = mean of {seeds} training seed(s)"
     if seeds < planned:
         note += f" (of {planned} planned; the run was still going when this was written)"
-    return "\n".join(lines) + f"\n\n{note}; MGSM: first seed only.\n"
+    return "\n".join(lines) + f"\n\n{note}; chrF and MGSM: first seed only.\n"
 
 
 def timing(results: dict[str, Any], demo_dir: Path) -> str:
@@ -109,7 +105,7 @@ def pca_block(demo_dir: Path) -> str:
 
 
 def pilot_block(pilot_dir: Path) -> str:
-    from .demo import pilot_markdown
+    from .demo_report import pilot_markdown
 
     pilot = _read(pilot_dir / "pilot.json")
     if pilot is None:
@@ -119,19 +115,9 @@ def pilot_block(pilot_dir: Path) -> str:
     wall = sum(t["wall_s"] if isinstance(t, dict) else t for t in pilot["timing_s"].values())
     return (
         f"{s['steps']} steps x batch {s['batch_size']} per recipe, seed {s['seeds'][0]}; FLORES dev articles "
-        f"({', '.join(s['flores_languages'])}; {s['flores_pairs']} pairs), XCOPA validation "
+        f"({', '.join(s['flores_languages'])}), XCOPA validation "
         f"({', '.join(s['xcopa_languages'])}; {s['xcopa_limit']} per language). Wall time {wall / 60:.0f} min.\n\n"
         + pilot_markdown(pilot)
-        + "\nPer language (FLORES dev, nats/token; LM alone = X as text; no context = "
-        + " / ".join(
-            f"{rep['tasks']['flores']['no_context']:.3f}" for rep in list(pilot["recipes"].values())[:1]
-        )
-        + "):\n\n| recipe | language | LM alone | LangBridge | Δ vs no context [95% CI] |\n|---|---|---|---|---|\n"
-        + "".join(
-            f"| {recipe} | {lang} | {r['lm_alone']:.3f} | {r['langbridge']:.3f} | {_ci(r['delta_vs_no_context'])} |\n"
-            for recipe, rep in pilot["recipes"].items()
-            for lang, r in rep["tasks"]["flores"]["languages"].items()
-        )
     )
 
 
@@ -155,15 +141,18 @@ def ablations_block(demo_dir: Path) -> str:
             )
         return text + "\n"
     lines = [
-        "| variant | FLORES LRL nats/token (Δ vs LM alone) | FLORES HRL | XCOPA LRL acc % (Δ) | XCOPA HRL |",
-        "|---|---|---|---|---|",
+        "| variant | FLORES X→En LRL nats/token (Δ vs LM alone) | X→En HRL | continuation LRL | continuation HRL "
+        "| XCOPA LRL acc % (Δ) | XCOPA HRL |",
+        "|---|---|---|---|---|---|---|",
     ]
 
     def cells(r: dict[str, Any]) -> str:
         parts = []
         for key, scale, digits in (
-            ("flores_LRL", 1, 3),
-            ("flores_HRL", 1, 3),
+            ("translation_LRL", 1, 3),
+            ("translation_HRL", 1, 3),
+            ("continuation_LRL", 1, 3),
+            ("continuation_HRL", 1, 3),
             ("xcopa_LRL", 100, 1),
             ("xcopa_HRL", 100, 1),
         ):
@@ -207,11 +196,11 @@ def _verdict(row: dict[str, Any], lower_is_better: bool) -> str:
 def comparison(results: dict[str, Any]) -> str:
     """The paper's direction and size next to ours, group by group (verdicts computed from the CIs)."""
     lines = [
-        "| group | paper: MetaMath-7B MGSM acc % (LM alone → LangBridge, Δ) | ours: FLORES nats/token Δ [95% CI] "
-        "| ours: XCOPA acc % Δ [95% CI] |",
+        "| group | paper: MetaMath-7B MGSM acc % (LM alone → LangBridge, Δ) | ours: FLORES X→En nats/token Δ "
+        "[95% CI] | ours: XCOPA acc % Δ [95% CI] |",
         "|---|---|---|---|",
     ]
-    fl = results["tasks"].get("flores", {})
+    fl = results["tasks"].get("translation", {})
     xc = results["tasks"].get("xcopa", {})
     for group, (before, after) in PAPER_MGSM.items():
         if group == "English":
@@ -247,7 +236,7 @@ def status(demo_dir: Path, pilot_dirs: Sequence[Path]) -> str:
 
 
 def render_blocks(demo_dir: str | Path, pilot_dirs: Sequence[str | Path] = ()) -> dict[str, str]:
-    from .demo import report_markdown
+    from .demo_report import report_markdown
 
     demo_dir = Path(demo_dir)
     pilots = [Path(d) for d in pilot_dirs]

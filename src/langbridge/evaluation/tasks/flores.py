@@ -147,7 +147,9 @@ def build_continuation(
     # Plain continuation in both conditions, no chat turn in between: a newline after the sentence, read as
     # text by the LM alone and after the soft tokens by LangBridge.
     return [
-        LoglikelihoodRequest(context=text, continuation=example.gold, lm_prompt="\n", full_context=text + "\n")
+        LoglikelihoodRequest(
+            context=text, continuation=example.gold, lm_prompt="\n", full_context=text + "\n"
+        )
     ]
 
 
