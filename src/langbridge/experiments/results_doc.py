@@ -1,7 +1,7 @@
 """Fill the generated parts of RESULTS.md from a demo's JSON outputs, so no number is typed by hand.
 
 RESULTS.md holds marker pairs `<!-- demo:NAME -->` ... `<!-- /demo:NAME -->`; everything between them is
-replaced by the block NAME rendered here (headline, main, pilot, timing, pca, ablations).
+replaced by the block NAME rendered here (headline, samples, main, pilot, timing, pca, comparison, ablations).
 """
 
 from __future__ import annotations
@@ -235,6 +235,40 @@ def status(demo_dir: Path, pilot_dirs: Sequence[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def samples(
+    demo_dir: Path, languages: Sequence[str] = ("eng", "spa", "zho", "swh", "ben"), n: int = 1
+) -> str:
+    """Greedy X -> English outputs of the LM alone and LangBridge (seed 0) for the first test sentences, from the
+    chrF task's predictions."""
+    from langbridge.evaluation import read_predictions
+
+    files = {
+        name: demo_dir / "eval" / run / "predictions" / "flores-x2en-chrf.jsonl"
+        for name, run in (("LM alone", "lm_alone"), ("LangBridge", "langbridge_seed0"))
+    }
+    if not all(f.exists() for f in files.values()):
+        return "(the FLORES X → English outputs have not been generated yet)\n"
+    rows = {name: read_predictions(f) for name, f in files.items()}
+    by_id: dict[str, dict[str, dict[str, dict]]] = {}
+    for name, preds in rows.items():
+        for r in preds.values():
+            by_id.setdefault(r["id"], {}).setdefault(r["language"], {})[name] = r
+    out = []
+    for sid in sorted(by_id, key=lambda k: int(k.split("-")[-1]))[:n]:
+        per_lang = by_id[sid]
+        reference = next(iter(next(iter(per_lang.values())).values()))["gold"]
+        out += [f"FLORES devtest sentence {sid} (reference: *{reference}*)", ""]
+        out += ["| input language | input | LM alone | LangBridge |", "|---|---|---|---|"]
+        for lang in languages:
+            if lang in per_lang and len(per_lang[lang]) == 2:
+                cells = [per_lang[lang]["LM alone"], per_lang[lang]["LangBridge"]]
+                text = cells[0]["input"]["text"].replace("|", "/")
+                outputs = [c["extracted"].replace("|", "/") or "(empty)" for c in cells]
+                out.append(f"| {lang} | {text} | {outputs[0]} | {outputs[1]} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def render_blocks(demo_dir: str | Path, pilot_dirs: Sequence[str | Path] = ()) -> dict[str, str]:
     from .demo_report import report_markdown
 
@@ -247,6 +281,7 @@ def render_blocks(demo_dir: str | Path, pilot_dirs: Sequence[str | Path] = ()) -
         blocks["main"] = report_markdown(results)
         blocks["timing"] = timing(results, demo_dir)
         blocks["comparison"] = comparison(results)
+        blocks["samples"] = samples(demo_dir)
     blocks["status"] = status(demo_dir, pilots)
     blocks["pca"] = pca_block(demo_dir)
     blocks["ablations"] = ablations_block(demo_dir)

@@ -15,6 +15,8 @@ Every condition scores the same English targets, so per-example values pair acro
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from typing import Any
 
 from ..data import DataSource
 from ..registry import BuildOptions, Example, Task, register_task
@@ -168,58 +170,65 @@ def _value(extracted: float, example: Example) -> float:
     return extracted
 
 
-HELP = "flores200/devtest/<code>.devtest and metadata_devtest.tsv (local files only)"
-
-
-@register_task
-def flores_x2en() -> Task:
+def _flores_task(
+    name: str,
+    kind: str,
+    load: Callable[[DataSource, str, str], list[Example]],
+    build: Callable[..., Any],
+    extract: Callable[[Any, Example], Any],
+    score: Callable[[Any, Example], float],
+    metric: str,
+    description: str,
+) -> Task:
     return Task(
-        name="flores-x2en",
-        kind="loglikelihood",
+        name=name,
+        kind=kind,  # type: ignore[arg-type]
         languages=tuple(FLORES_CODES),
         low_resource=FLORES_LOW_RESOURCE,
-        load=load_translation,
-        build=build_translation_ll,
-        extract=nats_per_token,
-        score=_value,
+        load=load,
+        build=build,
+        extract=extract,
+        score=score,
         splits=("test", "dev"),
-        metric="nats_per_token",
-        description="FLORES X -> English: loss on the English sentence given it in X (nats/token, lower is better).",
-        data_help=HELP,
+        metric=metric,
+        description=description,
+        data_help="flores200/devtest/<code>.devtest and metadata_devtest.tsv (local files only)",
     )
 
 
-@register_task
-def flores_x2en_chrf() -> Task:
-    return Task(
-        name="flores-x2en-chrf",
-        kind="generate",
-        languages=tuple(FLORES_CODES),
-        low_resource=FLORES_LOW_RESOURCE,
-        load=load_translation,
-        build=build_translation_generate,
-        extract=lambda output, example: output.strip(),
-        score=chrf,
-        splits=("test", "dev"),
-        metric="chrf",
-        description="FLORES X -> English: chrF++ of the greedy one-line output against the English reference.",
-        data_help=HELP,
+register_task(
+    _flores_task(
+        "flores-x2en",
+        "loglikelihood",
+        load_translation,
+        build_translation_ll,
+        nats_per_token,
+        _value,
+        "nats_per_token",
+        "FLORES X -> English: loss on the English sentence given it in X (nats/token, lower is better).",
     )
-
-
-@register_task
-def flores_continuation() -> Task:
-    return Task(
-        name="flores-continuation",
-        kind="loglikelihood",
-        languages=tuple(FLORES_CODES),
-        low_resource=FLORES_LOW_RESOURCE,
-        load=load_continuation,
-        build=build_continuation,
-        extract=nats_per_token,
-        score=_value,
-        splits=("test", "dev"),
-        metric="nats_per_token",
-        description="FLORES continuation: loss on the next English sentence of the article (nats/token, lower is better).",
-        data_help=HELP,
+)
+register_task(
+    _flores_task(
+        "flores-x2en-chrf",
+        "generate",
+        load_translation,
+        build_translation_generate,
+        lambda output, example: output.strip(),
+        chrf,
+        "chrf",
+        "FLORES X -> English: chrF++ of the greedy one-line output against the English reference.",
     )
+)
+register_task(
+    _flores_task(
+        "flores-continuation",
+        "loglikelihood",
+        load_continuation,
+        build_continuation,
+        nats_per_token,
+        _value,
+        "nats_per_token",
+        "FLORES continuation: loss on the next English sentence of the article (nats/token, lower is better).",
+    )
+)
