@@ -216,3 +216,95 @@ def test_binary_predictions_file_when_resuming_an_eval(tmp_path: Path) -> None:
     pred.write_bytes(b'{"key": "a"}\n' + BINARY)
     with pytest.raises(ValueError, match=r"xcopa.jsonl:2: not UTF-8 text"):
         read_predictions(pred)
+
+
+# ----------------------------------------------------------------------------- item 11: a full disk
+
+
+def no_space(*args, **kwargs):
+    import errno
+    import os
+
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_full_disk_during_a_checkpoint_keeps_the_previous_one(
+    tiny_dirs, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from langbridge.cli import main
+    from langbridge.training import checkpoint_io
+
+    original = torch.save
+
+    def torch_save(obj, path, *args, **kwargs):
+        if Path(path).parent.name == ".checkpoint-2.tmp":  # checkpoint-1 is written, checkpoint-2 fails
+            no_space()
+        return original(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_io.torch, "save", torch_save)
+    cfg = base_config(tiny_dirs, tmp_path, max_steps=4, eval_interval=0, save_interval=1)
+    capsys.readouterr()
+    assert main(["train", str(write_yaml(cfg, tmp_path / "c.yaml"))]) == 1
+    err = one_line_error(capsys)
+    run = tmp_path / "run"
+    assert f"disk full while writing {run / '.checkpoint-2.tmp' / 'optimizer.pt'}" in err
+    assert f"{run / 'checkpoint-1'} (named in {run / 'latest'}) is intact" in err and "--resume" in err
+    assert (run / "latest").read_text().strip() == "checkpoint-1"
+    assert sorted(p.name for p in run.iterdir() if "checkpoint" in p.name) == ["checkpoint-1"]
+    assert {p.name for p in (run / "checkpoint-1").iterdir()} >= {"optimizer.pt", "trainable.safetensors"}
+    monkeypatch.undo()  # space freed: the run resumes from checkpoint-1
+    assert main(["train", str(tmp_path / "c.yaml"), "--resume"]) == 0
+    assert (run / "final").is_dir() and (run / "latest").read_text().strip() == "checkpoint-3"
+
+
+def test_full_disk_reported_by_safetensors_in_its_own_error_type(tmp_path: Path, monkeypatch) -> None:
+    import torch
+
+    from langbridge.training import checkpoint_io
+    from langbridge.utils import DiskFullError
+
+    def save_file(*args, **kwargs):
+        # safetensors wraps the OS error in its own exception; only the text says what happened.
+        raise RuntimeError(
+            'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+        )
+
+    monkeypatch.setattr("safetensors.torch.save_file", save_file)
+    (tmp_path / "latest").write_text("checkpoint-1\n")
+    tmp = tmp_path / ".checkpoint-2.tmp"
+    tmp.mkdir()
+    with pytest.raises(DiskFullError) as caught, checkpoint_io.staged_checkpoint(tmp, tmp_path, owner=True):
+        checkpoint_io.save_trainer_files(tmp, {"w": torch.zeros(2)}, None, None)
+    assert str(caught.value).startswith(f"disk full while writing {tmp / 'trainable.safetensors'}")
+    assert "checkpoint-1" in str(caught.value) and not tmp.exists()
+
+
+def test_full_disk_while_writing_results_keeps_the_old_file(tmp_path: Path, monkeypatch) -> None:
+    from langbridge.utils import DiskFullError, atomic_write_text
+
+    results = tmp_path / "results.json"
+    results.write_text('{"old": true}\n')
+    monkeypatch.setattr("langbridge.utils.os.fsync", no_space)
+    with pytest.raises(
+        DiskFullError, match=r"disk full while writing .*results\.json .*results\.json was left"
+    ):
+        atomic_write_text(results, '{"new": true}\n')
+    assert results.read_text() == '{"old": true}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_full_disk_while_saving_a_model_removes_the_partial_files(
+    tiny_langbridge, tmp_path: Path, monkeypatch
+) -> None:
+    from langbridge.utils import DiskFullError
+
+    model, _ = tiny_langbridge()
+    target = tmp_path / "adapter"
+    model.save_pretrained(target, adapter_only=True)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    monkeypatch.setattr("langbridge.modeling.save_file", no_space)
+    with pytest.raises(DiskFullError, match=f"disk full while writing {target}"):
+        model.save_pretrained(target, adapter_only=True)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before

@@ -41,7 +41,7 @@ from langbridge.processing import (
     load_encoder_tokenizer,
     load_lm_tokenizer,
 )
-from langbridge.utils import resolve_model_name
+from langbridge.utils import reporting_disk_full, resolve_model_name
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 FULL_WEIGHTS = "model.safetensors"
@@ -432,7 +432,12 @@ class LangBridgeModel(LangBridgePreTrainedModel, GenerationMixin):
         the trained weights plus where the base encoder and LM come from. Files appear atomically."""
         target = Path(save_directory)
         target.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target, prefix=".saving-") as tmp:
+        # A full disk names the file; the temporary folder goes away and files already in `target` stay.
+        kept = f"the partial files were removed and {target} was left as it was"
+        with (
+            tempfile.TemporaryDirectory(dir=target, prefix=".saving-") as tmp,
+            reporting_disk_full(target, kept, name_from_error=True),
+        ):
             if adapter_only:
                 missing = [
                     n for n in ("encoder_name_or_path", "lm_name_or_path") if not getattr(self.config, n)

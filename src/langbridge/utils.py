@@ -1,7 +1,8 @@
-"""Small shared helpers: atomic file writes and model-name resolution."""
+"""Small shared helpers: atomic file writes, full-disk errors and model-name resolution."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -17,22 +18,86 @@ def _umask_mode(full: int) -> int:
     return full & ~umask
 
 
+# Raised by the OS, or inside the message of libraries (safetensors) that wrap the OS error in their own type.
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded", "StorageFull", "QuotaExceeded")
+
+
+class DiskFullError(OSError):
+    """A write failed because the disk (or the user's quota) is full; the message names the file."""
+
+    def __init__(self, path: str | os.PathLike, hint: str = "") -> None:
+        super().__init__(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        self.path = Path(path)
+        self.hint = hint
+
+    def __str__(self) -> str:
+        hint = self.hint or "nothing partial was kept"
+        return (
+            f"disk full while writing {self.path} ({_free_space(self.path)}): {hint}; free some space or choose "
+            "an output folder on another disk, then rerun"
+        )
+
+
+def _free_space(path: Path) -> str:
+    for folder in (path, *path.parents):
+        if folder.exists():
+            try:
+                return f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free on its device"
+            except OSError:
+                break
+    return "no space left on its device"
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """True for ENOSPC/EDQUOT, also when a library re-raised it as its own type (checks causes)."""
+    seen: BaseException | None = err
+    for _ in range(8):  # a short chain; a cycle cannot loop forever
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in _DISK_FULL_ERRNOS:
+            return True
+        if any(text in str(seen) for text in _DISK_FULL_TEXT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+@contextmanager
+def reporting_disk_full(
+    path: str | os.PathLike, hint: str = "", name_from_error: bool = False
+) -> Iterator[None]:
+    """Turn a full-disk failure inside the block into a one-line :class:`DiskFullError` naming `path`
+    (or, with `name_from_error`, the file the OS error names when it names one)."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as err:
+        if is_disk_full(err):
+            # The OS names the file when open() failed; os.write() names none, so `path` is the fallback.
+            name = (getattr(err, "filename", None) if name_from_error else None) or path
+            raise DiskFullError(name, hint) from err
+        raise
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write a file so that readers see either the old or the new content, never a partial one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp creates 0600 files; give the result the permissions a plain write would have.
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else _umask_mode(0o666))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with reporting_disk_full(path, f"{path.name} was left as it was"):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            # mkstemp creates 0600 files; give the result the permissions a plain write would have.
+            os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else _umask_mode(0o666))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def check_replaceable(path: str | os.PathLike, overwrite: bool, flag: str = "--overwrite") -> None:
@@ -61,8 +126,10 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
     check_replaceable(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    kept = "the partial folder was removed" + (f" and {path} left as it was" if path.exists() else "")
     try:
-        yield tmp
+        with reporting_disk_full(tmp, kept, name_from_error=True):
+            yield tmp
         os.chmod(tmp, _umask_mode(0o777))  # mkdtemp creates 0700 directories
         check_replaceable(path, overwrite)  # something may have appeared there meanwhile
         if path.exists():

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ..utils import atomic_write_text, read_utf8
+from ..utils import atomic_write_text, read_utf8, reporting_disk_full
 from .backends import EvalModel, load_backend
 from .data import DataNotFoundError, DataSource
 from .registry import BuildOptions, Example, Task, get_task
@@ -480,6 +480,7 @@ def _run_units(
                 judged = task.score_many(extracted, [u.example for u in batch], **kwargs)
             else:
                 judged = [(task.score(x, u.example), {}) for x, u in zip(extracted, batch, strict=True)]  # type: ignore[misc]
+            rows: list[dict[str, Any]] = []
             for u, out, x, (ok, detail) in zip(batch, outputs, extracted, judged, strict=True):
                 row = {
                     "key": u.key,
@@ -503,12 +504,14 @@ def _run_units(
                 if detail:
                     row["detail"] = detail
                 done[u.key] = row
+                rows.append(row)
                 n_correct += float(ok)
-                if log is not None:
-                    log.write(json.dumps(row, ensure_ascii=False) + "\n")
             if log is not None:
-                log.flush()
-                os.fsync(log.fileno())
+                # A full disk stops the run here; rows already flushed are kept and a torn last line is ignored.
+                with reporting_disk_full(pred_path, "the rows written so far are kept"):
+                    log.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+                    log.flush()
+                    os.fsync(log.fileno())
             n_seen += len(batch)
             bar.update(len(batch))
             bar.set_postfix({task.metric: f"{n_correct / n_seen:.3f}"}, refresh=False)

@@ -10,6 +10,9 @@ A checkpoint folder may come from someone else, so nothing in it is unpickled fr
 
 A file that would need anything beyond the allow-list, or that is truncated, raises :class:`CheckpointError`
 naming the file and what to do.
+
+Writing goes through :func:`staged_checkpoint`: files land in a temporary sibling folder that is removed if
+anything fails (a full disk, Ctrl-C), so the previous checkpoint named by ``latest`` stays the one to resume.
 """
 
 from __future__ import annotations
@@ -17,12 +20,17 @@ from __future__ import annotations
 import json
 import pickle
 import random
+import shutil
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from langbridge.utils import DiskFullError, is_disk_full, reporting_disk_full
 
 __all__ = [
     "CheckpointError",
@@ -31,8 +39,15 @@ __all__ = [
     "load_torch_state",
     "rng_state_file",
     "save_rng_state",
+    "save_trainer_files",
     "scan_pickled_files",
+    "staged_checkpoint",
 ]
+
+LATEST = "latest"
+TRAINABLE = "trainable.safetensors"
+OPTIMIZER = "optimizer.pt"
+SCHEDULER = "scheduler.pt"
 
 # Globals outside torch's weights_only allow-list that accelerate's own checkpoint files need (NumPy RNG state).
 ACCELERATE_SAFE_GLOBALS = frozenset(
@@ -78,8 +93,46 @@ def save_rng_state(directory: Path, rank: int) -> Path:
         "cuda_devices": len(cuda),
     }
     path = rng_state_file(directory, rank)
-    save_file(tensors, path, metadata={"format": "pt", "langbridge_rng": json.dumps(meta)})
+    with reporting_disk_full(path):
+        save_file(tensors, path, metadata={"format": "pt", "langbridge_rng": json.dumps(meta)})
     return path
+
+
+def save_trainer_files(
+    directory: Path, weights: dict[str, torch.Tensor], optimizer: Any, scheduler: Any
+) -> None:
+    """The trained weights (safetensors) and the optimizer and scheduler states of a non-sharded run."""
+    from safetensors.torch import save_file
+
+    with reporting_disk_full(directory / TRAINABLE):
+        save_file(weights, directory / TRAINABLE, metadata={"format": "pt"})
+    with reporting_disk_full(directory / OPTIMIZER):
+        torch.save(optimizer.state_dict(), directory / OPTIMIZER)
+    with reporting_disk_full(directory / SCHEDULER):
+        torch.save(scheduler.state_dict(), directory / SCHEDULER)
+
+
+@contextmanager
+def staged_checkpoint(tmp: Path, output_dir: Path, owner: bool) -> Iterator[None]:
+    """Run the writes of one checkpoint into `tmp`; on any failure the owner (main process) removes `tmp`.
+
+    A full disk becomes one :class:`DiskFullError` naming the file and the checkpoint ``latest`` still names:
+    that pointer is only replaced after the new folder is complete, so the previous checkpoint is intact."""
+    try:
+        yield
+    except BaseException as err:
+        if owner:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, Exception) and is_disk_full(err):
+            pointer = output_dir / LATEST
+            previous = pointer.read_text(encoding="utf-8").strip() if pointer.is_file() else None
+            hint = f"the partial checkpoint {tmp.name} was removed; " + (
+                f"{output_dir / previous} (named in {pointer}) is intact, resume from it with --resume"
+                if previous
+                else "no earlier checkpoint exists"
+            )
+            raise DiskFullError(err.path if isinstance(err, DiskFullError) else tmp, hint) from err
+        raise
 
 
 def load_rng_state(directory: Path, rank: int, previous: Path | None = None) -> None:

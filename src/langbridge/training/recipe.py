@@ -28,12 +28,18 @@ import torch
 from torch.utils.data import DataLoader
 
 from langbridge.training.checkpoint_io import (
+    LATEST,
+    OPTIMIZER,
+    SCHEDULER,
+    TRAINABLE,
     CheckpointError,
     broken_checkpoint_message,
     load_rng_state,
     load_torch_state,
     save_rng_state,
+    save_trainer_files,
     scan_pickled_files,
+    staged_checkpoint,
 )
 from langbridge.training.config import ConfigError, TrainConfig, validate
 from langbridge.training.data import (
@@ -47,17 +53,13 @@ from langbridge.training.data import (
     eval_batches,
     token_lengths,
 )
-from langbridge.utils import atomic_write_text
+from langbridge.utils import atomic_write_text, reporting_disk_full
 
 logger = logging.getLogger("langbridge.training")
 
-LATEST = "latest"
 FINAL = "final"
 METRICS = "metrics.jsonl"
 STATE = "trainer_state.json"
-TRAINABLE = "trainable.safetensors"
-OPTIMIZER = "optimizer.pt"
-SCHEDULER = "scheduler.pt"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -417,30 +419,27 @@ class Checkpointer:
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-        acc.wait_for_everyone()
-        if self.sharded:
-            acc.save_state(str(tmp))
-        elif acc.is_main_process:
-            from safetensors.torch import save_file
-
-            save_file(
-                acc.unwrap_model(model).adapter_state_dict(), tmp / TRAINABLE, metadata={"format": "pt"}
-            )
-            torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
-            torch.save(scheduler.state_dict(), tmp / SCHEDULER)
-        # Every rank saves its own RNG streams (dropout differs per rank), without pickle.
-        acc.wait_for_everyone()
-        save_rng_state(tmp, acc.process_index)
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            state = {**pos.__dict__, "world_size": acc.num_processes, "config": cfg.to_dict()}
-            atomic_write_text(tmp / STATE, json.dumps(state, indent=2))
-            _fsync_tree(tmp)  # make the files durable before the rename publishes them
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            atomic_write_text(self.output_dir / LATEST, name + "\n")
-            self._prune(keep_name=name)
+        with staged_checkpoint(tmp, self.output_dir, acc.is_main_process):
+            acc.wait_for_everyone()
+            if self.sharded:
+                with reporting_disk_full(tmp, name_from_error=True):
+                    acc.save_state(str(tmp))
+            elif acc.is_main_process:
+                weights = acc.unwrap_model(model).adapter_state_dict()
+                save_trainer_files(tmp, weights, optimizer, scheduler)
+            # Every rank saves its own RNG streams (dropout differs per rank), without pickle.
+            acc.wait_for_everyone()
+            save_rng_state(tmp, acc.process_index)
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                state = {**pos.__dict__, "world_size": acc.num_processes, "config": cfg.to_dict()}
+                atomic_write_text(tmp / STATE, json.dumps(state, indent=2))
+                _fsync_tree(tmp)  # make the files durable before the rename publishes them
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(tmp, final)
+                atomic_write_text(self.output_dir / LATEST, name + "\n")
+                self._prune(keep_name=name)
         acc.wait_for_everyone()
         return final
 
