@@ -308,3 +308,87 @@ def test_full_disk_while_saving_a_model_removes_the_partial_files(
     with pytest.raises(DiskFullError, match=f"disk full while writing {target}"):
         model.save_pretrained(target, adapter_only=True)
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+
+
+# ----------------------------------------------------------------------------- item 12: Ctrl-C
+
+
+def test_ctrl_c_while_writing_a_checkpoint_keeps_the_previous_one_and_says_how_to_resume(
+    tiny_dirs, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from langbridge.cli import main
+    from langbridge.training import checkpoint_io
+
+    original = torch.save
+
+    def torch_save(obj, path, *args, **kwargs):
+        if Path(path).parent.name == ".checkpoint-2.tmp":
+            raise KeyboardInterrupt
+        return original(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_io.torch, "save", torch_save)
+    config = write_yaml(
+        base_config(tiny_dirs, tmp_path, max_steps=4, eval_interval=0, save_interval=1), tmp_path / "c.yaml"
+    )
+    capsys.readouterr()
+    assert main(["train", str(config), "max_steps=4"]) == 130
+    err = one_line_error(capsys)
+    run = tmp_path / "run"
+    assert err.startswith(f"langbridge train: interrupted; {run / 'checkpoint-1'} is kept")
+    assert err.endswith(f"continue with: langbridge train {config} max_steps=4 --resume")
+    assert sorted(p.name for p in run.iterdir() if "checkpoint" in p.name) == ["checkpoint-1"]
+    monkeypatch.undo()
+    assert main(["train", str(config), "max_steps=4", "--resume"]) == 0
+
+
+def test_ctrl_c_before_any_checkpoint(tiny_dirs, tmp_path: Path, capsys, monkeypatch) -> None:
+    from langbridge.cli import main
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("langbridge.training.recipe.train", interrupt)
+    config = write_yaml(base_config(tiny_dirs, tmp_path), tmp_path / "c.yaml")
+    assert main(["train", str(config)]) == 130
+    assert "no checkpoint was written to" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize(
+    ("target", "argv", "expected"),
+    [
+        (
+            "langbridge.evaluation.runner.evaluate",
+            ["eval", "some/model", "--tasks", "xcopa", "--output", "{out}"],
+            "langbridge eval: interrupted; predictions finished so far are kept in {out}/predictions; rerun the "
+            "same command (same --output) to resume",
+        ),
+        (
+            "langbridge.analysis.cli._run_output_language",
+            ["analyze", "output-language", "p.jsonl", "--output", "{out}"],
+            "langbridge analyze: interrupted; an analysis has no partial results to keep; rerun",
+        ),
+        (
+            "langbridge.experiments.demo.run_demo",
+            ["demo", "--output", "{out}"],
+            "langbridge demo: interrupted; finished stages (trained checkpoints, scores) are kept in {out}; rerun "
+            "the same command to resume",
+        ),
+    ],
+)
+def test_ctrl_c_is_one_line_with_exit_code_130(
+    tmp_path: Path, capsys, monkeypatch, target: str, argv: list[str], expected: str
+) -> None:
+    from langbridge.cli import main
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(target, interrupt)
+    out = str(tmp_path / "out")
+    assert main([a.format(out=out) for a in argv]) == 130
+    assert one_line_error(capsys).startswith(expected.format(out=out))
+    monkeypatch.setenv("LANGBRIDGE_DEBUG", "1")  # the traceback on request
+    with pytest.raises(KeyboardInterrupt):
+        main([a.format(out=out) for a in argv])

@@ -36,16 +36,38 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    return run_command(args)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed subcommand; errors and Ctrl-C become one line (`LANGBRIDGE_DEBUG=1` shows the traceback)."""
+    import os
+
+    debug = bool(os.environ.get("LANGBRIDGE_DEBUG"))
+    command = getattr(args, "command", None) or "command"
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, OSError, TypeError) as err:
-        # User errors are reported as one clear line; `LANGBRIDGE_DEBUG=1` shows the traceback.
-        import os
-
-        if os.environ.get("LANGBRIDGE_DEBUG"):
+    except KeyboardInterrupt:
+        if debug:
             raise
-        print(f"langbridge {args.command}: error: {err}", file=sys.stderr)
+        print(f"langbridge {command}: interrupted; {interrupted_message(args)}", file=sys.stderr)
+        return 130  # 128 + SIGINT, what shells report for a Ctrl-C
+    except (ValueError, FileNotFoundError, OSError, TypeError) as err:
+        if debug:
+            raise
+        print(f"langbridge {command}: error: {err}", file=sys.stderr)
         return 1
+
+
+def interrupted_message(args: argparse.Namespace) -> str:
+    """What an interrupted subcommand kept and how to continue, from its `interrupted` hook (set_defaults)."""
+    hook = getattr(args, "interrupted", None)
+    if hook is None:
+        return "nothing was saved; rerun the command to start again"
+    try:
+        return hook(args)
+    except Exception:  # the hook reads the output folder, which may be unreadable: keep the one line
+        return "rerun the same command to continue"
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ def add_parsers(subparsers: Any) -> None:
         "--save-embeddings", action="store_true", help="also write the pooled vectors (embeddings.npz)"
     )
     rep.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    rep.set_defaults(func=run_representations)
+    rep.set_defaults(func=run_representations, interrupted=_interrupted)
 
     out = sub.add_parser(
         "output-language",
@@ -95,11 +95,15 @@ def add_parsers(subparsers: Any) -> None:
     )
     out.add_argument("--max-example-chars", type=int, default=300)
     out.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    out.set_defaults(func=run_output_language)
+    out.set_defaults(func=run_output_language, interrupted=_interrupted)
 
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(name).rstrip("/")).name) or "model"
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    return "an analysis has no partial results to keep; rerun the same command to redo it"
 
 
 def _fail(err: BaseException) -> int:

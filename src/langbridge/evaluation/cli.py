@@ -138,7 +138,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list-tasks", action="store_true", help="list the registered tasks and exit")
-    p.set_defaults(func=_run_eval)
+    p.set_defaults(func=_run_eval, interrupted=_eval_interrupted)
 
     c = subparsers.add_parser(
         "compare",
@@ -184,6 +184,21 @@ def _code_sandbox_missing(args: argparse.Namespace) -> bool:
     return False
 
 
+def _name_and_output(args: argparse.Namespace) -> tuple[str, Path]:
+    name = args.name or Path(str(args.model).rstrip("/")).name or str(args.model)
+    return name, Path(args.output or Path("eval_results") / (name + ("-lm-only" if args.lm_only else "")))
+
+
+def _eval_interrupted(args: argparse.Namespace) -> str:
+    if not args.model or not args.tasks:
+        return "nothing was saved"
+    output = _name_and_output(args)[1]
+    return (
+        f"predictions finished so far are kept in {output / 'predictions'}; rerun the same command (same "
+        "--output) to resume from them"
+    )
+
+
 def _run_eval(args: argparse.Namespace) -> int:
     from .registry import available_tasks, get_task
 
@@ -221,8 +236,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     from .report import results_markdown
     from .runner import evaluate
 
-    name = args.name or Path(str(args.model).rstrip("/")).name or str(args.model)
-    output = args.output or Path("eval_results") / (name + ("-lm-only" if args.lm_only else ""))
+    name, output = _name_and_output(args)
     try:
         results = evaluate(
             args.model,

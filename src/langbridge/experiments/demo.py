@@ -622,7 +622,7 @@ def add_parsers(subparsers: Any) -> None:
         help="with --results-md: a --pilot output folder to report (repeat for several pilots)",
     )
     p.add_argument("--figures", default=None, help="folder for the ablation figures (default OUTPUT/figures)")
-    p.set_defaults(func=run_cli)
+    p.set_defaults(func=run_cli, interrupted=interrupted)
 
 
 def settings_from_args(args: argparse.Namespace) -> DemoSettings:
@@ -655,6 +655,18 @@ def settings_from_args(args: argparse.Namespace) -> DemoSettings:
     return replace(settings, **updates)
 
 
+def output_dir(args: argparse.Namespace) -> Path:
+    return Path(args.output or ("outputs/demo-quick" if args.quick else "outputs/demo"))
+
+
+def interrupted(args: argparse.Namespace) -> str:
+    """After Ctrl-C: finished stages stay on disk and each is skipped when the same command runs again."""
+    return (
+        f"finished stages (trained checkpoints, scores) are kept in {output_dir(args)}; rerun the same command "
+        "to resume from there"
+    )
+
+
 def run_cli(args: argparse.Namespace) -> int:
     import torch
 
@@ -662,7 +674,7 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = settings_from_args(args)
-    out = Path(args.output or ("outputs/demo-quick" if args.quick else "outputs/demo"))
+    out = output_dir(args)
     started = time.perf_counter()
     if args.pilot is not None:
         if args.pilot < 1:
@@ -728,7 +740,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="langbridge")
     add_parsers(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["demo", *(sys.argv[1:] if argv is None else argv)])
-    return int(args.func(args) or 0)
+    from langbridge.cli import run_command
+
+    return run_command(args)
 
 
 if __name__ == "__main__":

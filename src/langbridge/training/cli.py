@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
+from pathlib import Path
 
 EPILOG = """examples:
   langbridge train configs/default.yaml
@@ -24,7 +26,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, interrupted=interrupted)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,11 +87,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def interrupted(args: argparse.Namespace) -> str:
+    """After Ctrl-C: the checkpoint that was kept (a checkpoint being written is removed) and how to continue."""
+    from langbridge.training.config import load_config
+    from langbridge.training.recipe import latest_checkpoint
+
+    output_dir = Path(load_config(args.config, args.overrides).output_dir)
+    checkpoint = latest_checkpoint(output_dir)
+    command = shlex.join(["langbridge", "train", args.config, *args.overrides, "--resume"])
+    if checkpoint is None:
+        return f"no checkpoint was written to {output_dir} yet; rerun the command to start again"
+    return f"{checkpoint} is kept (steps after it are redone); continue with: {command}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    from langbridge.cli import run_command
+
     parser = argparse.ArgumentParser(
         prog="python -m langbridge.training",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    parser.set_defaults(func=run, interrupted=interrupted, command="train")
+    return run_command(parser.parse_args(argv))
