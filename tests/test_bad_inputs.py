@@ -392,3 +392,70 @@ def test_ctrl_c_is_one_line_with_exit_code_130(
     monkeypatch.setenv("LANGBRIDGE_DEBUG", "1")  # the traceback on request
     with pytest.raises(KeyboardInterrupt):
         main([a.format(out=out) for a in argv])
+
+
+# ----------------------------------------------------------------------------- item 10: --lm-only MODEL
+
+
+@pytest.mark.parametrize("command", [["generate"], ["eval", "--tasks", "xcopa"]])
+@pytest.mark.parametrize("name", ["missing-model/", "./missing", "a/b/c"])
+def test_lm_only_missing_local_path_says_it_does_not_exist(
+    tmp_path: Path, capsys, monkeypatch, command: list[str], name: str
+) -> None:
+    from langbridge.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    argv = [command[0], "--lm-only", name, *(["hello"] if command[0] == "generate" else command[1:])]
+    assert main(argv) == 1
+    err = one_line_error(capsys)
+    assert f"{name}: no such directory; check the path" in err and "Repo id" not in err
+
+
+@pytest.mark.parametrize("command", ["generate", "eval"])
+def test_lm_only_hub_id_while_offline_says_the_hub_is_offline(
+    tmp_path: Path, capsys, monkeypatch, command: str
+) -> None:
+    from langbridge.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rest = ["hello"] if command == "generate" else ["--tasks", "xcopa"]
+    assert main([command, "--lm-only", "langbridge-tests/no-such-model", *rest]) == 1
+    err = one_line_error(capsys)
+    assert (
+        "langbridge-tests/no-such-model is not a local folder, and the hub is offline (HF_HUB_OFFLINE=1)"
+        in err
+    )
+
+
+def test_lm_only_hub_id_that_fails_to_load_is_one_line(monkeypatch) -> None:
+    import huggingface_hub.constants
+    import transformers
+
+    from langbridge.evaluation.backends import load_backend
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+    def from_pretrained(*args, **kwargs):
+        raise OSError(
+            "We couldn't connect to 'https://huggingface.co' to load the files.\nCheck your connection."
+        )
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    # No network in tests: the hub's answers are stubbed.
+    monkeypatch.setattr("langbridge.evaluation.backends._is_langbridge_checkpoint", lambda source: False)
+    with pytest.raises(FileNotFoundError) as caught:
+        load_backend("langbridge-tests/no-such-model", lm_only=True)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(
+        "could not load langbridge-tests/no-such-model (not a local folder, so it was looked"
+    )
+    assert "We couldn't connect" in message
+
+
+def test_lm_only_local_folder_still_loads(tiny_dirs) -> None:
+    from langbridge.inference import TextGenerator
+
+    assert TextGenerator.load(tiny_dirs["llama"], lm_only=True).processor is None

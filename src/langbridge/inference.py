@@ -23,7 +23,7 @@ from langbridge.continuous_batching import (
 )
 from langbridge.modeling import LangBridgeModel
 from langbridge.processing import LangBridgeProcessor, load_lm_tokenizer
-from langbridge.utils import atomic_write_text, resolve_model_name
+from langbridge.utils import atomic_write_text, check_model_source, model_load_error, resolve_model_name
 
 # Generation settings that leave greedy decoding as a plain argmax until EOS, a stop string or the token budget.
 GREEDY_NEUTRAL_SETTINGS = {
@@ -62,6 +62,7 @@ class TextGenerator:
     ) -> TextGenerator:
         """`path`: a LangBridge checkpoint, or (with `lm_only`) a plain LM or a LangBridge checkpoint whose base LM
         is then used alone."""
+        check_model_source(path)  # a missing path or an offline hub id: say so before transformers guesses
         source = resolve_model_name(path)
         is_langbridge = (Path(source) / "config.json").exists() and (
             json.loads((Path(source) / "config.json").read_text()).get("model_type") == "langbridge"
@@ -77,8 +78,14 @@ class TextGenerator:
                 f"{path} is not a LangBridge checkpoint (no config.json with model_type 'langbridge'). "
                 "Pass --lm-only to generate with a plain causal LM."
             )
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device).eval()
-        return cls(model, load_lm_tokenizer(AutoTokenizer.from_pretrained(source)))
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device).eval()
+            tokenizer = AutoTokenizer.from_pretrained(source)
+        except OSError as err:
+            if Path(source).is_dir():
+                raise
+            raise FileNotFoundError(model_load_error(path, err)) from err
+        return cls(model, load_lm_tokenizer(tokenizer))
 
     @property
     def device(self) -> torch.device:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -182,3 +183,56 @@ def resolve_model_name(name_or_path: str | os.PathLike) -> str:
     except ImportError:  # pretrained module optional in minimal installs
         return name
     return resolve_pretrained(name)
+
+
+# Hub ids are `name` or `org/name` of these characters; anything else can only be a local path.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as the hub client reads it (also when it was set after huggingface_hub was imported)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
+        return True
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return False
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def check_model_source(spec: str | os.PathLike) -> None:
+    """Before loading a model: a reference that is not a hub id must be an existing folder, and a hub id
+    needs the hub or a cached copy. Raises FileNotFoundError with one line saying which."""
+    name = os.fspath(spec)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return
+    if path.exists():
+        raise FileNotFoundError(f"{name} is a file; pass the folder that holds the model (its config.json)")
+    try:
+        from langbridge.pretrained import canonical_alias
+    except ImportError:  # pretrained module optional in minimal installs
+        canonical_alias = None  # type: ignore[assignment]
+    if canonical_alias is not None and canonical_alias(name) is not None:
+        return  # a bundled alias: converted into a local folder on first use
+    if not _HUB_ID.fullmatch(name):
+        raise FileNotFoundError(
+            f"{name}: no such directory; check the path (a hub model is named like org/name)"
+        )
+    if hub_offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            raise FileNotFoundError(
+                f"{name} is not a local folder, and the hub is offline (HF_HUB_OFFLINE=1) with no cached copy "
+                f"of it; pass a local folder, or unset HF_HUB_OFFLINE to download {name}"
+            )
+
+
+def model_load_error(spec: str | os.PathLike, err: BaseException) -> str:
+    """One line for a model that failed to load from the hub (transformers' messages run over many lines)."""
+    first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+    return (
+        f"could not load {os.fspath(spec)} (not a local folder, so it was looked up on the hub): {first}; pass a "
+        "local folder, or check the hub id and your connection"
+    )

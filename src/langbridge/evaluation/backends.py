@@ -25,7 +25,7 @@ from ..continuous_batching import (
     stop_string_checker,
     supports_continuous_batching,
 )
-from ..utils import resolve_model_name
+from ..utils import check_model_source, model_load_error, resolve_model_name
 from .requests import (
     INSTRUCTION_TEMPLATES,
     GenerationRequest,
@@ -575,6 +575,7 @@ def load_backend(
     """Load MODEL for evaluation: a LangBridge checkpoint directory (or hub id), or with `lm_only` a plain
     causal LM (path, hub id, or a `langbridge.pretrained` alias such as smollm2-135m-instruct)."""
     spec = str(model)
+    check_model_source(spec)  # a missing path or an offline hub id: say so before transformers guesses
     source = resolve_model_name(spec)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = resolve_dtype(dtype, device)
@@ -591,7 +592,9 @@ def load_backend(
             lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
             tokenizer = AutoTokenizer.from_pretrained(source)
         except OSError as err:
-            raise FileNotFoundError(f"Could not load a causal LM from {spec!r}: {err}") from err
+            if Path(source).is_dir():
+                raise FileNotFoundError(f"Could not load a causal LM from {spec!r}: {err}") from err
+            raise FileNotFoundError(model_load_error(spec, err)) from err
         return CausalLMBackend(lm, tokenizer, batch_size=batch_size, name=label, device=device)
     if not _is_langbridge_checkpoint(source):
         if not Path(source).exists():
