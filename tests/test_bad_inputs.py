@@ -459,3 +459,79 @@ def test_lm_only_local_folder_still_loads(tiny_dirs) -> None:
     from langbridge.inference import TextGenerator
 
     assert TextGenerator.load(tiny_dirs["llama"], lm_only=True).processor is None
+
+
+# ----------------------------------------------------------------------------- item 8: missing file, hub fallback
+
+
+def missing_file_with_hub(tiny_dirs, tmp_path: Path) -> Path:
+    cfg = base_config(tiny_dirs, tmp_path, max_steps=1)
+    cfg["data"]["train"] = [{"path": "missing.jsonl", "hub": "langbridge-tests/no-such-dataset"}]
+    cfg["data"]["data_dir"] = str(tmp_path)
+    return write_yaml(cfg, tmp_path / "c.yaml")
+
+
+def test_missing_file_with_hub_fallback_and_no_datasets_package(
+    tiny_dirs, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import sys
+
+    from langbridge.cli import main
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # `import datasets` raises ImportError
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", str(missing_file_with_hub(tiny_dirs, tmp_path))]) == 2
+    err = one_line_error(capsys)
+    assert err.startswith("langbridge train: data file 'missing.jsonl' not found (looked in: ")
+    assert (
+        "its fallback, hub dataset 'langbridge-tests/no-such-dataset' needs the `datasets` package: pip install"
+        in err
+    )
+    assert err.endswith(f"or put the file at {tmp_path / 'missing.jsonl'}")
+
+
+@pytest.fixture
+def unreachable_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    fake = types.ModuleType("datasets")
+
+    def load_dataset(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'langbridge-tests/no-such-dataset' on the Hub\n(more detail)")
+
+    fake.load_dataset = load_dataset
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+
+
+def test_missing_file_with_hub_fallback_while_offline(
+    tiny_dirs, tmp_path: Path, capsys, monkeypatch, unreachable_hub: None
+) -> None:
+    from langbridge.cli import main
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", str(missing_file_with_hub(tiny_dirs, tmp_path))]) == 2
+    err = one_line_error(capsys)
+    assert err.index("data file 'missing.jsonl' not found") < err.index("langbridge-tests/no-such-dataset")
+    assert "cannot be loaded: the hub is offline" in err and "Couldn't reach" in err
+    assert f"put the file at {tmp_path / 'missing.jsonl'}, or go online" in err
+
+
+def test_missing_file_with_hub_fallback_that_fails_online(
+    tmp_path: Path, monkeypatch, unreachable_hub: None
+) -> None:
+    import huggingface_hub.constants
+
+    from langbridge.training.config import DataSource
+    from langbridge.training.data import DataError, iter_records
+
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    source = DataSource(path="missing.jsonl", hub="langbridge-tests/no-such-dataset")
+    with pytest.raises(DataError) as caught:
+        list(iter_records(source, tmp_path))
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("data file 'missing.jsonl' not found")
+    assert "could not be loaded: Couldn't reach" in message and "check the dataset name" in message

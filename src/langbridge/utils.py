@@ -189,9 +189,11 @@ def resolve_model_name(name_or_path: str | os.PathLike) -> str:
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
-def hub_offline() -> bool:
-    """HF_HUB_OFFLINE as the hub client reads it (also when it was set after huggingface_hub was imported)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
+def hub_offline(datasets: bool = False) -> bool:
+    """HF_HUB_OFFLINE as the hub client reads it (also when it was set after huggingface_hub was imported);
+    with `datasets`, HF_DATASETS_OFFLINE counts too."""
+    names = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if datasets else ("HF_HUB_OFFLINE",)
+    if any(os.environ.get(n, "").strip().upper() in {"1", "ON", "YES", "TRUE"} for n in names):
         return True
     try:
         from huggingface_hub import constants

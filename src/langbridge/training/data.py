@@ -12,6 +12,7 @@ import csv
 import gzip
 import io
 import json
+import logging
 import os
 import re
 import warnings
@@ -26,7 +27,9 @@ from torch.utils.data import Dataset, IterableDataset
 
 from langbridge.training.config import DataConfig, DataSource
 from langbridge.training.templates import PromptTemplate, get_template
-from langbridge.utils import utf8_lines
+from langbridge.utils import hub_offline, utf8_lines
+
+logger = logging.getLogger("langbridge.training")
 
 SUFFIX_FORMATS = {".jsonl": "jsonl", ".json": "json", ".txt": "txt", ".tsv": "tsv"}
 # Upper bound on characters per token, used only to avoid tokenizing megabytes of a document we will cut anyway.
@@ -78,24 +81,31 @@ def resolve_data_dir(data_dir: str | None = None) -> Path | None:
     return None
 
 
+def _candidates(source: DataSource, data_dir: Path | None) -> list[Path]:
+    path = Path(str(source.path)).expanduser()
+    return [path] if path.is_absolute() else [Path.cwd() / path] + ([data_dir / path] if data_dir else [])
+
+
+def missing_file(source: DataSource, data_dir: Path | None) -> tuple[str, Path]:
+    """'data file ... not found (looked in: ...)' and where the file should go, for a missing `path:`."""
+    looked = ", ".join(str(c) for c in _candidates(source, data_dir))
+    where = data_dir / str(source.path) if data_dir else Path("<data_dir>") / str(source.path)
+    return f"data file {source.path!r} not found (looked in: {looked})", where
+
+
 def locate(source: DataSource, data_dir: Path | None) -> Path | None:
     """The local file for `source`, or None when it should come from the hub."""
     if source.path is None:
         return None
-    path = Path(source.path).expanduser()
-    candidates = (
-        [path] if path.is_absolute() else [Path.cwd() / path] + ([data_dir / path] if data_dir else [])
-    )
-    for candidate in candidates:
+    for candidate in _candidates(source, data_dir):
         if candidate.is_file():
             return candidate
     if source.hub is not None:
         return None
-    looked = ", ".join(str(c) for c in candidates)
-    where = data_dir / path if data_dir else Path("<data_dir>") / path
+    missing, where = missing_file(source, data_dir)
     raise DataError(
-        f"data file {source.path!r} not found (looked in: {looked}). Put the file at {where}, point data.data_dir "
-        "or $LANGBRIDGE_DATA at the folder that holds it, or add `hub: <dataset name>` to load it from the hub."
+        f"{missing}. Put the file at {where}, point data.data_dir or $LANGBRIDGE_DATA at the folder that holds "
+        "it, or add `hub: <dataset name>` to load it from the hub."
     )
 
 
@@ -208,16 +218,23 @@ def iter_local(path: Path, source: DataSource) -> Iterator[dict]:
     return _iter_tsv(path, source.columns)
 
 
-def load_hub(source: DataSource, streaming: bool) -> Iterable[dict]:
+def load_hub(source: DataSource, streaming: bool, missing: tuple[str, Path] | None = None) -> Iterable[dict]:
+    """Rows of `source.hub`. `missing` (from :func:`missing_file`) is the local file it stands in for: errors
+    then name that file first, since putting it in place is usually the simpler fix."""
+    first, local_fix = (
+        (f"{missing[0]}; its fallback, ", f"put the file at {missing[1]}")
+        if missing
+        else ("", "use a local file via `path:`")
+    )
     try:
         import datasets
     except ImportError as exc:
         raise DataError(
-            f"hub dataset {source.hub!r} needs the `datasets` package: pip install 'langbridge[hub]', "
-            "or use a local file via `path:`"
+            f"{first}hub dataset {source.hub!r} needs the `datasets` package: pip install 'langbridge[hub]', "
+            f"or {local_fix}"
         ) from exc
     try:
-        return datasets.load_dataset(
+        rows = datasets.load_dataset(
             source.hub,
             source.hub_config,
             split=source.split,
@@ -225,18 +242,29 @@ def load_hub(source: DataSource, streaming: bool) -> Iterable[dict]:
             streaming=streaming,
         )
     except Exception as exc:  # datasets raises many types (connection, missing config, ...)
-        hint = (
-            f"put a local copy at `path:` ({source.path})" if source.path else "add a local file with `path:`"
-        )
+        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        if hub_offline(datasets=True):
+            raise DataError(
+                f"{first}hub dataset {source.hub!r} cannot be loaded: the hub is offline (HF_HUB_OFFLINE or "
+                f"HF_DATASETS_OFFLINE is set) and it is not cached ({reason}); {local_fix}, or go online"
+            ) from exc
         raise DataError(
-            f"could not load hub dataset {source.hub!r} (split {source.split!r}): {exc}. Go online or {hint}."
+            f"{first}hub dataset {source.hub!r} (split {source.split!r}) could not be loaded: {reason}; "
+            f"{local_fix}, or check the dataset name, config and your connection"
         ) from exc
+    if missing:  # only once it worked: a failure stays a single line
+        logger.warning("%s; loaded the hub dataset %r instead", missing[0], source.hub)
+    return rows
 
 
 def iter_records(source: DataSource, data_dir: Path | None, streaming: bool = False) -> Iterator[dict]:
     """Raw rows of one source, local file first, hub second; stops after source.max_examples rows."""
     path = locate(source, data_dir)
-    rows: Iterable[dict] = iter_local(path, source) if path is not None else load_hub(source, streaming)
+    if path is not None:
+        rows: Iterable[dict] = iter_local(path, source)
+    else:
+        missing = missing_file(source, data_dir) if source.path is not None else None
+        rows = load_hub(source, streaming, missing)
     for i, row in enumerate(rows):
         if source.max_examples is not None and i >= source.max_examples:
             break
