@@ -235,6 +235,10 @@ def status(demo_dir: Path, pilot_dirs: Sequence[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _clip(text: str, limit: int = 180) -> str:
+    return text if len(text) <= limit else text[:limit].rstrip() + " …"
+
+
 def samples(
     demo_dir: Path, languages: Sequence[str] = ("eng", "spa", "zho", "swh", "ben"), n: int = 1
 ) -> str:
@@ -263,7 +267,8 @@ def samples(
             if lang in per_lang and len(per_lang[lang]) == 2:
                 cells = [per_lang[lang]["LM alone"], per_lang[lang]["LangBridge"]]
                 text = cells[0]["input"]["text"].replace("|", "/")
-                outputs = [c["extracted"].replace("|", "/") or "(empty)" for c in cells]
+                # Long degenerate outputs (greedy repetition) are cut for the table; the predictions keep them whole.
+                outputs = [_clip(c["extracted"].replace("|", "/")) or "(empty)" for c in cells]
                 out.append(f"| {lang} | {text} | {outputs[0]} | {outputs[1]} |")
         out.append("")
     return "\n".join(out)
