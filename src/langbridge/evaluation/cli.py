@@ -229,14 +229,14 @@ def _run_eval(args: argparse.Namespace) -> int:
             return 2
         task_dirs[TASK_FOLDERS[key]] = path
 
+    if _code_sandbox_missing(args):
+        return 1
     from ..utils import check_model_source
 
     try:
         check_model_source(args.model)  # before the data is read: a mistyped path fails at once
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
-    if _code_sandbox_missing(args):
         return 1
 
     from .data import DataNotFoundError
