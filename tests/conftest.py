@@ -201,3 +201,22 @@ def require_shared(*parts: str) -> Path:
             f"needs shared data at {path} (CI provides ../shared; set LANGBRIDGE_SHARED to point elsewhere)"
         )
     return path
+
+
+@pytest.fixture
+def listening_server():
+    """A non-blocking 127.0.0.1 listener: sandboxed programs must never reach it."""
+    import socket
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.setblocking(False)
+    yield server
+    server.close()
+
+
+def assert_no_connection(server) -> None:
+    """Nothing connected to `server` (accept on the non-blocking listener finds no pending connection)."""
+    with pytest.raises(BlockingIOError):
+        server.accept()[0].close()

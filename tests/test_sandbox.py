@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_no_connection
 
 from langbridge.evaluation import sandbox
 from langbridge.evaluation.bwrap import bwrap_problem
@@ -344,22 +345,6 @@ def test_files_outside_the_sandbox_are_untouched(attack: str, victims: dict[str,
     assert (victims["dir"] / "inner.txt").read_text() == "also precious"
 
 
-@pytest.fixture
-def listening_server():
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    server.setblocking(False)
-    yield server
-    server.close()
-
-
-def _assert_no_connection(server: socket.socket) -> None:
-    with pytest.raises(BlockingIOError):
-        conn, _ = server.accept()
-        conn.close()
-
-
 @pytest.mark.parametrize("network_namespace", [None, False], ids=["auto", "guard-only"])
 @pytest.mark.parametrize(
     "connect",
@@ -377,7 +362,7 @@ def test_network_is_refused(
     result = run("import socket\n" + connect.format(port=port), network_namespace=network_namespace)
     assert result.status == "failed"
     assert result.exception == "PermissionError"
-    _assert_no_connection(listening_server)
+    assert_no_connection(listening_server)
 
 
 @pytest.mark.skipif(not network_namespace_available(), reason="`unshare -n` is not permitted on this machine")
@@ -389,7 +374,7 @@ def test_network_namespace_holds_when_the_python_guard_is_bypassed(listening_ser
     # ... but the empty network namespace has no route to the host's loopback.
     assert result.status == "failed"
     assert result.exception == "OSError"
-    _assert_no_connection(listening_server)
+    assert_no_connection(listening_server)
 
 
 def test_requiring_a_network_namespace_where_none_works_is_a_clear_error(

@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import assert_no_connection
 
 from langbridge.evaluation import sandbox
 from langbridge.evaluation.bwrap import bwrap_problem
@@ -153,21 +154,6 @@ def test_signals_cannot_reach_the_evaluator_or_any_host_process() -> None:
         sentinel.wait()
 
 
-@pytest.fixture
-def listener():
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    server.setblocking(False)
-    yield server
-    server.close()
-
-
-def assert_no_connection(server: socket.socket) -> None:
-    with pytest.raises(BlockingIOError):
-        server.accept()[0].close()
-
-
 NETWORK = {
     "socket-bypass": "import socket\ns = socket.socket.__mro__[2](socket.AF_INET, socket.SOCK_STREAM)\n"
     "s.connect(('127.0.0.1', {port}))",
@@ -184,14 +170,14 @@ NETWORK = {
 
 
 @pytest.mark.parametrize("attack", list(NETWORK), ids=list(NETWORK))
-def test_network_is_unreachable(listener: socket.socket, attack: str) -> None:
-    port = listener.getsockname()[1]
+def test_network_is_unreachable(listening_server: socket.socket, attack: str) -> None:
+    port = listening_server.getsockname()[1]
     result = run(NETWORK[attack].format(port=port, evaluator=os.getpid()))
     assert result.status == "failed"
     assert result.exception in {"OSError", "ConnectionRefusedError", "socket.gaierror", "gaierror"}, (
         result.stderr
     )
-    assert_no_connection(listener)
+    assert_no_connection(listening_server)
 
 
 def test_nothing_survives_the_run_even_after_leaving_the_cgroup() -> None:
