@@ -15,7 +15,12 @@ from typing import Any
 
 import torch
 
-from ..continuous_batching import ContinuousBatchingEngine, EngineRequest, forward_next_token_logits
+from ..continuous_batching import (
+    ContinuousBatchingEngine,
+    EngineRequest,
+    forward_next_token_logits,
+    stop_string_checker,
+)
 from ..evaluation.backends import CausalLMBackend, LangBridgeBackend, _is_langbridge_checkpoint, load_backend
 from ..evaluation.requests import GenerationRequest
 from ..utils import resolve_model_name
@@ -163,12 +168,11 @@ class ServedModel:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[str, int, Any]] = asyncio.Queue()
         stops = [s for s in stop if s]
-        window = 4 * max((len(s) for s in stops), default=0) + 2
-        tokenizer = self.tokenizer
+        # The same tail-window check continuous batching uses, for this one request.
+        check_stops = stop_string_checker(self.tokenizer, [stops])
 
         def hit_stop(ids: list[int]) -> bool:
-            tail = tokenizer.decode(ids[-window:], skip_special_tokens=True)
-            return any(s in tail for s in stops)
+            return check_stops(0, ids)
 
         def put(kind: str, choice: int, value: Any) -> None:
             loop.call_soon_threadsafe(events.put_nowait, (kind, choice, value))
