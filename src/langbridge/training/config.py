@@ -18,7 +18,7 @@ import yaml
 
 from langbridge.utils import read_utf8
 
-Mode = Literal["labeled", "unlabeled", "reconstruction"]
+Mode = Literal["labeled", "unlabeled", "reconstruction", "next_sentence"]
 TemplateName = Literal["plain", "metamath", "alpaca", "orca2", "chatml", "custom"]
 FileFormat = Literal["auto", "jsonl", "json", "txt", "tsv"]
 TxtUnit = Literal["line", "paragraph", "file"]

@@ -338,6 +338,14 @@ def reconstruction_examples(text: str, source: DataSource) -> list[Example]:
     return [Example(s, s, source.lm_prompt, True) for s in split_sentences(text)]
 
 
+def next_sentence_examples(text: str, source: DataSource) -> list[Example]:
+    """Next-sentence mode: the encoder reads an English sentence, the LM learns the sentence that follows it in
+    the same document. The paper's unlabeled objective cut at sentence boundaries, so the LM learns to use the
+    soft tokens as context to continue from, not only to rewrite."""
+    sentences = split_sentences(text)
+    return [Example(a, b, source.lm_prompt, False) for a, b in zip(sentences, sentences[1:])]
+
+
 class DocumentSplitter:
     """Splits a document after a random number of encoder tokens: the encoder reads the head, the LM learns the rest.
 
@@ -645,6 +653,9 @@ class TrainData:
         return len(self.train_indices) if self.train is not None else None
 
 
+SENTENCE_MODES = {"reconstruction": reconstruction_examples, "next_sentence": next_sentence_examples}
+
+
 def _example_stream(
     sources: list[DataSource],
     cfg: DataConfig,
@@ -660,9 +671,9 @@ def _example_stream(
         for row in iter_records(source, data_dir, streaming):
             if mode == "labeled":
                 found = [labeled_example(row, source, template, cfg.system_prompt)]
-            elif mode == "reconstruction":
+            elif mode in SENTENCE_MODES:
                 text = document_text(row, source)
-                found = [] if text is None else reconstruction_examples(text, source)
+                found = [] if text is None else SENTENCE_MODES[mode](text, source)
             else:
                 text = document_text(row, source)
                 found = [
