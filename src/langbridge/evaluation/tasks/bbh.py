@@ -22,9 +22,9 @@ import csv
 import json
 
 from ..data import DataNotFoundError, DataSource
-from ..registry import BuildOptions, Example, Task, register_task
 from ..requests import GenerationRequest, PromptStyle, make_generation
 from ..scoring import bbh_exact_match, extract_bbh_answer, extract_bbh_bn_answer
+from ..task import BuildOptions, Example, Task, register_task
 
 BBH_TASKS = (
     "boolean_expressions",

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..data import DataSource
-from ..registry import BuildOptions, Example, Task, register_task
 from ..requests import GenerationRequest, LoglikelihoodRequest, PromptStyle
+from ..task import BuildOptions, Example, Task, register_task
 
 FLORES_CODES = {
     "eng": "eng_Latn",

@@ -14,9 +14,9 @@ import json
 import os
 
 from ..data import DataSource
-from ..registry import BuildOptions, Example, Task, register_task
 from ..requests import GenerationRequest, PromptStyle
 from ..scoring import truncate_at_stop
+from ..task import BuildOptions, Example, Task, register_task
 
 STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```")
 MAX_NEW_TOKENS = 512

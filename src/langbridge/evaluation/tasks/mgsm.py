@@ -13,9 +13,9 @@ import json
 import re
 
 from ..data import DataNotFoundError, DataSource
-from ..registry import BuildOptions, Example, Task, register_task
 from ..requests import GenerationRequest, PromptStyle, make_generation
 from ..scoring import extract_last_number, numbers_equal
+from ..task import BuildOptions, Example, Task, register_task
 
 MGSM_LANGUAGES = ("bn", "de", "en", "es", "fr", "ja", "ru", "sw", "te", "th", "zh")
 # Low-resource = under 0.005% of Llama 2's pretraining data, as the paper groups them.

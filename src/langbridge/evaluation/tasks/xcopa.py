@@ -11,8 +11,8 @@ import json
 import unicodedata
 
 from ..data import DataSource
-from ..registry import BuildOptions, Example, Task, register_task
 from ..requests import LoglikelihoodRequest, PromptStyle
+from ..task import BuildOptions, Example, Task, register_task
 
 XCOPA_LANGUAGES = ("et", "ht", "id", "it", "qu", "sw", "ta", "th", "tr", "vi", "zh")
 # Not among Llama 2's >0.005% pretraining languages (the paper's grouping); id, it, vi, zh are.
