@@ -1,12 +1,17 @@
 """The demo's report: per-language LangBridge (mean over seeds) vs LM alone with paired bootstrap CIs, group
-averages, and the markdown tables. Reads only the cached score files (OUTPUT/scores/*.json)."""
+averages, and the markdown tables. Reads only the cached score files (OUTPUT/scores/*.json); `rebuild_report`
+writes OUTPUT/results.json and results.md from them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from langbridge.evaluation.tasks.flores import FLORES_LOW_RESOURCE
+from langbridge.utils import atomic_write_text
+
+from .demo_settings import DemoSettings, read_json, write_json
 
 # Report sections in the order the tables show them: the content scores first.
 LOSS_TITLES = {
@@ -221,3 +226,36 @@ def pilot_markdown(results: dict[str, Any]) -> str:
         cells.append(f"{100 * xc['b']:.1f} → {100 * xc['a']:.1f}, {fmt_ci(xc, 100, 1)}")
         lines.append(f"| {recipe} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def rebuild_report(out: Path, peak_rss_mb: float | None = None) -> dict[str, Any]:
+    """results.json/.md from the cached scores of OUTPUT (also after changing the report code, without models)."""
+    saved = read_json(out / "settings.json") if (out / "settings.json").exists() else None
+    if saved is None:
+        raise FileNotFoundError(f"{out} holds no demo run (settings.json missing)")
+    settings = DemoSettings(**saved)
+    baseline = read_json(out / "scores" / "lm_alone.json")
+    seeds = [
+        read_json(out / "scores" / f"langbridge_seed{s}.json")
+        for s in settings.seeds
+        if (out / "scores" / f"langbridge_seed{s}.json").exists()
+    ]
+    if not seeds:
+        raise FileNotFoundError(f"{out} has no evaluated LangBridge seed yet")
+    report = build_report(baseline, seeds, settings)
+    report["settings"] = saved
+    timing = out / "timing.json"
+    report["timing_s"] = read_json(timing) if timing.exists() else {}
+    report["train_summaries"] = {
+        f"seed{s}": read_json(out / "train" / f"seed{s}" / "train_summary.json")
+        for s in settings.seeds
+        if (out / "train" / f"seed{s}" / "train_summary.json").exists()
+    }
+    previous = out / "results.json"
+    if peak_rss_mb is not None:
+        report["peak_rss_mb"] = peak_rss_mb
+    elif previous.exists():
+        report["peak_rss_mb"] = read_json(previous).get("peak_rss_mb")
+    write_json(out / "results.json", report)
+    atomic_write_text(out / "results.md", report_markdown(report))
+    return report
