@@ -4,23 +4,17 @@ must not)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from conftest import require_shared
 from torch.utils.flop_counter import FlopCounterMode
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from benchmarks.common import busy_cores, choose_threads  # noqa: E402
-from benchmarks.flops import batch_lengths, train_shape, training_flops  # noqa: E402
-from benchmarks.reference import OfficialReference, ReferenceBackend  # noqa: E402
-from benchmarks.suite import _synthetic_batch  # noqa: E402
-from langbridge.training.data import Example  # noqa: E402
+# `benchmarks` is importable because pytest puts the repository root on sys.path (pyproject: pythonpath).
+from benchmarks.common import busy_cores, choose_threads
+from benchmarks.flops import batch_lengths, train_shape, training_flops
+from benchmarks.reference import OfficialReference, ReferenceBackend
+from benchmarks.suite import _synthetic_batch
+from langbridge.training.data import Example
 
 TEXTS = ["Janet has 16 eggs and sells 3 of them every day.", "What is 2 plus 3?"]
 TARGETS = ["She sells 13 eggs. The answer is 13.", "The answer is 5."]

@@ -132,6 +132,7 @@ def test_shell_via_ctypes_is_contained(tmp_path: Path) -> None:
     assert result.status == "passed" and result.stdout.strip() != "0"
 
 
+@pytest.mark.slow  # a sentinel host process; SIGKILL from inside
 def test_signals_cannot_reach_the_evaluator_or_any_host_process() -> None:
     sentinel = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -180,6 +181,7 @@ def test_network_is_unreachable(listening_server: socket.socket, attack: str) ->
     assert_no_connection(listening_server)
 
 
+@pytest.mark.slow  # the sandboxed program forks
 def test_nothing_survives_the_run_even_after_leaving_the_cgroup() -> None:
     name = "lbsurv" + uuid.uuid4().hex[:8]
     result = run(
@@ -205,6 +207,7 @@ def test_nothing_survives_the_run_even_after_leaving_the_cgroup() -> None:
     assert processes_named(name) == [], "a process of the run outlived it"
 
 
+@pytest.mark.slow  # a second evaluator process, SIGKILLed
 def test_evaluator_death_kills_the_sandbox(tmp_path: Path) -> None:
     name = "lborph" + uuid.uuid4().hex[:8]
     program = (
@@ -236,6 +239,7 @@ def test_evaluator_death_kills_the_sandbox(tmp_path: Path) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.slow  # many processes
 @pytest.mark.skipif(not sandbox.pids_cgroup_available(), reason="no writable pids cgroup to cap processes")
 def test_fork_bomb_is_capped() -> None:
     name = "lbbomb" + uuid.uuid4().hex[:8]
@@ -261,6 +265,7 @@ def test_fork_bomb_is_capped() -> None:
     assert processes_named(name) == []
 
 
+@pytest.mark.slow  # many processes
 def test_unbounded_fork_bomb_ends_with_the_run() -> None:
     name = "lbfork" + uuid.uuid4().hex[:8]
     result = run(
