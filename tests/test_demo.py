@@ -187,3 +187,43 @@ def test_ablation_figures_are_written(tmp_path: Path) -> None:
     assert set(written) == {"data_amount", "bridge", "encoder"}
     for path in written.values():
         assert Path(path).stat().st_size > 10_000 and Path(path).read_bytes()[:4] == b"\x89PNG"
+
+
+# ----------------------------------------------------------------------------- packaged configs
+
+
+def test_recipes_and_ablation_variants_are_package_data_that_validate(tmp_path: Path) -> None:
+    from importlib import resources
+
+    from langbridge.experiments.demo_settings import (
+        RECIPES,
+        DemoSettings,
+        ablation_variants,
+        recipe_data,
+        recipe_defaults,
+    )
+    from langbridge.experiments.demo_stages import train_config
+
+    configs = resources.files("langbridge.experiments") / "configs"
+    assert all((configs / f"{recipe}.yaml").is_file() for recipe in RECIPES)
+    assert (DemoSettings().steps, DemoSettings().lr_bridge) == recipe_defaults("aligned") == (300, 1e-3)
+    corpus = tmp_path / "passages.jsonl"
+    for recipe in RECIPES:
+        steps, lr = recipe_defaults(recipe)
+        assert (steps, lr) == (recipe_data(recipe)["max_steps"], recipe_data(recipe)["optim"]["lr_bridge"])
+        settings = DemoSettings(recipe=recipe, steps=steps, lr_bridge=lr)
+        main = train_config(settings, tmp_path / recipe, 1, corpus, tmp_path)
+        assert (main.max_steps, main.optim.lr_bridge, main.seed) == (steps, lr, 1)
+        assert main.output_dir == str(tmp_path / recipe) and main.data.data_dir == str(tmp_path)
+        assert (main.data.train[0].path == str(corpus)) == (recipe == "unlabeled")
+        # Every ablation variant builds a valid config on top of every recipe.
+        variants = ablation_variants()
+        assert list(variants) == ["ffn bridge", "trained encoder"]
+        ffn = train_config(settings, tmp_path / "ffn", 0, corpus, tmp_path, variant=variants["ffn bridge"])
+        assert ffn.model.bridge == "ffn" and ffn.model.freeze_encoder
+        trained = train_config(
+            settings, tmp_path / "enc", 0, corpus, tmp_path, variant=variants["trained encoder"]
+        )
+        assert trained.model.bridge == "linear" and not trained.model.freeze_encoder
+    with pytest.raises(ValueError, match="not one of"):
+        recipe_data("other")
