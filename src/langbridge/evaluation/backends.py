@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from ..runtime import loading
 from ..runtime.loading import resolve_dtype
@@ -47,19 +47,7 @@ def _check_style(style: str) -> None:
 class LangBridgeBackend(LangBridgeRunner):
     """A LangBridgeModel with its LangBridgeProcessor."""
 
-    def __init__(
-        self,
-        model: Any,
-        processor: Any,
-        batch_size: int = 8,
-        name: str | None = None,
-        device: Any = None,
-        continuous_batching: bool = True,
-    ):
-        # Over-long few-shot prompts keep their end (the question) rather than their start.
-        super().__init__(
-            model, processor, batch_size, name, device, continuous_batching, keep_prompt_end=True
-        )
+    keep_prompt_end = True  # over-long few-shot prompts keep their end (the question) rather than their start
 
     def prompt_style(self, style: str = "auto", instruction_template: str | None = None) -> PromptStyle:
         _check_style(style)
@@ -123,13 +111,6 @@ def load_backend(
                 f"{spec} is a LangBridge checkpoint; --lm-only expects a plain causal LM. For the LM-alone baseline "
                 "pass the checkpoint's LM (its config's lm_name_or_path)."
             )
-    return loading.load(  # type: ignore[return-value]
-        spec,
-        lm_only=lm_only,
-        device=device,
-        dtype=dtype,
-        name=label,
-        batch_size=batch_size,
-        purpose="evaluate",
-        classes=(LangBridgeBackend, CausalLMBackend),
-    )
+    classes = (LangBridgeBackend, CausalLMBackend)
+    options = dict(device=device, dtype=dtype, name=label, batch_size=batch_size, classes=classes)
+    return loading.load(spec, lm_only=lm_only, purpose="evaluate", **options)  # type: ignore[return-value,arg-type]

@@ -18,10 +18,11 @@ __all__ = ["LangBridgeRunner", "CausalLMRunner"]
 
 
 class LangBridgeRunner(ModelRunner):
-    """A LangBridgeModel with its LangBridgeProcessor. `keep_prompt_end`: over-long encoder inputs lose their start
-    (evaluation and serving) rather than their end (the processor's default)."""
+    """A LangBridgeModel with its LangBridgeProcessor. `keep_prompt_end` (a subclass's choice): over-long encoder inputs
+    lose their start (evaluation) rather than their end (the processor's default)."""
 
     kind = "langbridge"
+    keep_prompt_end = False
 
     def __init__(
         self,
@@ -31,11 +32,10 @@ class LangBridgeRunner(ModelRunner):
         name: str | None = None,
         device: Any = None,
         continuous_batching: bool = True,
-        keep_prompt_end: bool = False,
     ):
         self._setup(model, model.lm, processor.lm_tokenizer, batch_size, name, device, continuous_batching)
         self.processor = processor
-        if keep_prompt_end:
+        if self.keep_prompt_end:
             # Over-long few-shot prompts keep their end (the question) rather than their start.
             self.processor.encoder_tokenizer.truncation_side = "left"
         enc_tok = processor.encoder_tokenizer
