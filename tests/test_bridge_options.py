@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from langbridge import LangBridgeConfig, LangBridgeModel
+from langbridge.training.batching import Collator
 from langbridge.training.config import ConfigError, DataConfig, DataSource
-from langbridge.training.data import Collator, build_data, split_sentences
+from langbridge.training.data import build_data, split_sentences
 
 
 def _bridged(model, processor, texts):
