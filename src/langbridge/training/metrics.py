@@ -1,23 +1,14 @@
-"""Training metrics: JSON lines in `output_dir/metrics.jsonl` (forwarded to accelerate trackers) and the
-process's peak memory."""
+"""Training metrics: JSON lines in `output_dir/metrics.jsonl`, forwarded to accelerate trackers."""
 
 from __future__ import annotations
 
 import json
-import resource
-import sys
 from pathlib import Path
 from typing import Any
 
 from langbridge.utils import atomic_write_text
 
 METRICS = "metrics.jsonl"
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process (Linux reports KiB, macOS bytes)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
 def read_metrics(output_dir: Path) -> list[dict[str, Any]]:

@@ -35,8 +35,8 @@ from langbridge.training.checkpointing import (
 from langbridge.training.checkpointing import list_checkpoints as list_checkpoints  # noqa: F401 (public name)
 from langbridge.training.config import ConfigError, TrainConfig, flatten_config, model_settings, validate
 from langbridge.training.data import TrainData, build_data
-from langbridge.training.metrics import METRICS, MetricsWriter, peak_rss_mb
-from langbridge.utils import atomic_write_text
+from langbridge.training.metrics import METRICS, MetricsWriter
+from langbridge.utils import atomic_write_text, peak_rss_mb, torch_threads
 
 logger = logging.getLogger("langbridge.training")
 
@@ -269,13 +269,8 @@ def train(config: TrainConfig, resume: bool | str = False) -> Path:
     resume: True continues from ``output_dir/latest`` and fails when there is none; ``"auto"`` continues
     when there is a checkpoint and starts from step 0 otherwise."""
     cfg = validate(config)
-    threads = torch.get_num_threads()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    try:
+    with torch_threads(cfg.num_threads):  # a Python caller's process keeps its own setting
         return _train(cfg, resume)
-    finally:
-        torch.set_num_threads(threads)  # a Python caller's process keeps its own setting
 
 
 def _train(cfg: TrainConfig, resume: bool | str) -> Path:
