@@ -25,7 +25,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from langbridge import LangBridgeModel, LangBridgeProcessor
-from langbridge.modeling import T5_ENCODER_CLASSES
+from langbridge.loaders import T5_ENCODER_CLASSES
 
 from .common import REPO
 

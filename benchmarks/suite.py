@@ -22,8 +22,9 @@ from langbridge.continuous_batching import eos_token_ids
 from langbridge.evaluation import evaluate
 from langbridge.evaluation.backends import LangBridgeBackend
 from langbridge.evaluation.runner import read_predictions
-from langbridge.training.data import Collator, EpochBatchSampler, build_data
-from langbridge.training.recipe import BatchIterator, compile_layers, set_train_mode
+from langbridge.training.batching import BatchIterator, Collator, EpochBatchSampler
+from langbridge.training.data import build_data
+from langbridge.training.recipe import compile_layers, set_train_mode
 
 from .common import PeakMemory, autocast, measure_machine_peak, measure_matmul_peak, sync, timed
 from .flops import batch_lengths, train_shape, training_flops

@@ -304,7 +304,7 @@ def test_full_disk_while_saving_a_model_removes_the_partial_files(
     target = tmp_path / "adapter"
     model.save_pretrained(target, adapter_only=True)
     before = {p.name: p.read_bytes() for p in target.iterdir()}
-    monkeypatch.setattr("langbridge.modeling.save_file", no_space)
+    monkeypatch.setattr("langbridge.checkpoint.save_file", no_space)
     with pytest.raises(DiskFullError, match=f"disk full while writing {target}"):
         model.save_pretrained(target, adapter_only=True)
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
@@ -524,7 +524,7 @@ def test_missing_file_with_hub_fallback_that_fails_online(
     import huggingface_hub.constants
 
     from langbridge.training.config import DataSource
-    from langbridge.training.data import DataError, iter_records
+    from langbridge.training.sources import DataError, iter_records
 
     for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         monkeypatch.delenv(name, raising=False)

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from langbridge import LangBridgeConfig, LangBridgeModel
+from langbridge.training.batching import Collator
 from langbridge.training.config import ConfigError, DataConfig, DataSource
-from langbridge.training.data import Collator, build_data, split_sentences
+from langbridge.training.data import build_data, split_sentences
 
 
 def _bridged(model, processor, texts):
@@ -178,7 +179,9 @@ def test_next_sentence_mode_pairs_consecutive_sentences(tiny_langbridge, tmp_pat
             {"text": "Rain fell on the hills all night."},
         ],
     )
-    cfg = DataConfig(mode="next_sentence", train=[DataSource(path=str(docs), lm_prompt="\n")], max_lm_length=64)
+    cfg = DataConfig(
+        mode="next_sentence", train=[DataSource(path=str(docs), lm_prompt="\n")], max_lm_length=64
+    )
     data = build_data(cfg, processor, seed=0)
     pairs = [(e.encoder_text, e.target, e.lm_prompt, e.append_eos) for e in data.train]
     # Pairs stay inside one document (across its lines); a one-sentence document gives none.

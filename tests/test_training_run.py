@@ -21,7 +21,8 @@ from safetensors.torch import load_file
 from langbridge import LangBridgeModel, LangBridgeProcessor
 from langbridge.training import dry_run, load_config, train
 from langbridge.training.config import config_from_dict
-from langbridge.training.recipe import compile_layers, enable_checkpointing, read_metrics, set_train_mode
+from langbridge.training.metrics import read_metrics
+from langbridge.training.recipe import compile_layers, enable_checkpointing, set_train_mode
 
 REPO = Path(__file__).resolve().parents[1]
 SENTENCES = [
@@ -125,7 +126,8 @@ def test_labeled_run_saves_a_loadable_adapter_that_learned(tiny_dirs, tmp_path):
     assert saved and all(k.startswith("bridge.") for k in saved)  # frozen encoder: only the bridge
     model = LangBridgeModel.from_pretrained(final).eval()
     processor = LangBridgeProcessor.from_pretrained(final)
-    from langbridge.training.data import Collator, build_data
+    from langbridge.training.batching import Collator
+    from langbridge.training.data import build_data
 
     data = build_data(cfg.data, processor, cfg.seed)
     batch = Collator(processor, append_eos=True)(data.eval_examples)
@@ -214,7 +216,8 @@ def test_streaming_run(tiny_dirs, tmp_path):
 
 
 def test_gradient_checkpointing_recomputes_frozen_layers_with_the_same_gradients(tiny_langbridge, tmp_path):
-    from langbridge.training.data import Collator, Example
+    from langbridge.training.batching import Collator
+    from langbridge.training.data import Example
 
     model, processor = tiny_langbridge("bert", "llama")
     examples = [Example("What is 2 plus 3?", " 5"), Example("Janet has 16 eggs.", " She sells 3.")]
@@ -242,7 +245,8 @@ def test_gradient_checkpointing_recomputes_frozen_layers_with_the_same_gradients
 
 
 def test_compiled_layers_give_the_eager_loss_and_gradients(tiny_langbridge):
-    from langbridge.training.data import Collator, Example
+    from langbridge.training.batching import Collator
+    from langbridge.training.data import Example
 
     model, processor = tiny_langbridge("bert", "llama")
     collate = Collator(processor, append_eos=True)

@@ -25,7 +25,7 @@ from langbridge.analysis.representations import find_flores_dir, load_flores
 from langbridge.bridge_init import aligned_lm_tokens
 from langbridge.evaluation.data import DataSource
 from langbridge.evaluation.tasks.flores import portion_of, read_documents
-from langbridge.modeling import load_encoder, load_lm
+from langbridge.loaders import load_encoder, load_lm
 from langbridge.processing import load_encoder_tokenizer, load_lm_tokenizer
 from langbridge.training.data import split_sentences
 

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from langbridge.configuration import check_bridge_type
+
 
 class Bridge(nn.Module):
     """Projection plus a learned end-of-encoder vector appended after the real encoder tokens.
@@ -122,9 +124,8 @@ def build_bridge(
     input_norm: bool = False,
     output_norm: float | None = None,
 ) -> Bridge:
+    check_bridge_type(bridge_type)
     options = {"num_layers": num_layers, "input_norm": input_norm, "output_norm": output_norm}
-    if bridge_type == "linear":
-        return LinearBridge(encoder_dim, lm_dim, **options)
     if bridge_type == "ffn":
         return FFNBridge(encoder_dim, lm_dim, ffn_multiplier, **options)
-    raise ValueError(f"Unknown bridge type {bridge_type!r}; choose 'linear' or 'ffn'.")
+    return LinearBridge(encoder_dim, lm_dim, **options)

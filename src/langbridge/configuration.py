@@ -5,7 +5,17 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+# The bridge kinds and the default (the paper's single linear layer): every other module reads them from here.
 BRIDGE_TYPES = ("linear", "ffn")
+DEFAULT_BRIDGE_TYPE = "linear"
+# Truncation lengths of the encoder input and of the LM text tokens. They belong to the processor, which
+# truncates; checkpoints keep them in langbridge_processor.json only.
+DEFAULT_MAX_ENCODER_LENGTH = 512
+DEFAULT_MAX_LM_LENGTH = 1024
+MAX_LENGTH_LIMIT = 1_000_000
+# Older checkpoints also wrote the lengths into config.json, where they had no effect; they are read, checked
+# and dropped.
+LEGACY_LENGTH_FIELDS = ("max_encoder_length", "max_lm_length")
 # Encoder families we run as an encoder-only stack (T5-style models ship an encoder-decoder by default).
 T5_FAMILY = ("t5", "mt5", "umt5")
 
@@ -26,8 +36,8 @@ class LangBridgeConfig(PreTrainedConfig):
         bridge_input_norm: parameter-free layer norm of the encoder states before the projection.
         soft_token_norm: rescale each bridged state to this L2 norm (e.g. the LM's mean token-embedding norm);
             None keeps the projection's own scale (the paper).
-        max_encoder_length / max_lm_length: truncation lengths of the encoder input and of the LM text tokens.
-        soft_token_id: LM vocabulary id written into the placeholder slots that receive the bridged states.
+        soft_token_id: LM vocabulary id of the placeholder slots that receive the bridged states: the id of the
+            processor's `soft_token`, stored here once (the processor reads it from the tokenizer).
         encoder_name_or_path / lm_name_or_path: where the base models come from (used by adapter checkpoints).
     """
 
@@ -39,7 +49,7 @@ class LangBridgeConfig(PreTrainedConfig):
 
     encoder_config: dict | PreTrainedConfig | None = None
     lm_config: dict | PreTrainedConfig | None = None
-    bridge_type: str = "linear"
+    bridge_type: str = DEFAULT_BRIDGE_TYPE
     ffn_multiplier: int = 2
     encoder_layer: int = -1
     encoder_layer_mix: bool = False
@@ -47,23 +57,19 @@ class LangBridgeConfig(PreTrainedConfig):
     soft_token_norm: float | None = None
     freeze_encoder: bool = True
     train_encoder_embeddings: bool = False
-    max_encoder_length: int = 512
-    max_lm_length: int = 1024
     soft_token_id: int = 0
     encoder_name_or_path: str | None = None
     lm_name_or_path: str | None = None
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
+        for name in LEGACY_LENGTH_FIELDS:
+            if name in kwargs:
+                check_length(name, kwargs.pop(name))
         super().__post_init__(**kwargs)
-        if self.bridge_type not in BRIDGE_TYPES:
-            raise ValueError(
-                f"bridge_type={self.bridge_type!r} is not supported; choose one of {BRIDGE_TYPES}."
-            )
-        for name in ("max_encoder_length", "max_lm_length", "ffn_multiplier"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive integer.")
+        check_bridge_type(self.bridge_type)
+        if not isinstance(self.ffn_multiplier, int) or self.ffn_multiplier < 1:
+            raise ValueError(f"ffn_multiplier={self.ffn_multiplier!r} must be a positive integer.")
         states = self.num_encoder_states
         if states and not -states <= self.encoder_layer < states:
             raise ValueError(
@@ -101,3 +107,21 @@ class LangBridgeConfig(PreTrainedConfig):
     @property
     def is_t5_encoder(self) -> bool:
         return self.encoder_config.model_type in T5_FAMILY
+
+
+def check_bridge_type(bridge_type: str) -> None:
+    if bridge_type not in BRIDGE_TYPES:
+        raise ValueError(f"bridge_type={bridge_type!r} is not supported; choose one of {BRIDGE_TYPES}.")
+
+
+def length_error(name: str, value: object) -> str | None:
+    """The one validity rule for a truncation length (encoder or LM side): an integer in [1, 1000000]."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LENGTH_LIMIT:
+        return f"{name}: must be an integer in [1, {MAX_LENGTH_LIMIT}], got {value!r}"
+    return None
+
+
+def check_length(name: str, value: object) -> None:
+    message = length_error(name, value)
+    if message:
+        raise ValueError(message)

@@ -22,12 +22,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from transformers import AutoConfig
 
-from langbridge.configuration import LangBridgeConfig
+from langbridge.configuration import BRIDGE_TYPES, LangBridgeConfig
 from langbridge.modeling import LangBridgeModel
 from langbridge.processing import (
     LangBridgeProcessor,
-    default_lm_prefix,
-    default_soft_token_id,
     load_lm_tokenizer,
 )
 from langbridge.utils import atomic_directory, check_replaceable, resolve_model_name
@@ -120,9 +118,9 @@ def convert_official(
     missing = [f for f in REQUIRED_FIELDS if f not in official]
     if missing:
         raise ValueError(f"{config_file} lacks {missing}: not a config of the official LangBridge code.")
-    if official["alignments"] not in ("linear", "ffn"):
+    if official["alignments"] not in BRIDGE_TYPES:
         raise ValueError(
-            f"alignments={official['alignments']!r} is not supported; only 'linear' and 'ffn' convert."
+            f"alignments={official['alignments']!r} is not supported; only {BRIDGE_TYPES} convert."
         )
     if not official.get("freeze_language_model", True):
         warnings.warn(
@@ -149,13 +147,14 @@ def convert_official(
         encoder_config.vocab_size = encoder_vocab.shape[
             0
         ]  # the official recipe may have resized the vocabulary
-    lm_tokenizer = load_lm_tokenizer(lm_source)
+    # The processor owns the soft-token placeholder; the config stores its id.
+    processor = LangBridgeProcessor.from_encoder_and_lm(encoder_source, load_lm_tokenizer(lm_source))
     config = LangBridgeConfig(
         encoder_config=encoder_config.to_dict(),
         lm_config=lm_config.to_dict(),
         bridge_type=official["alignments"],
         freeze_encoder=official.get("freeze_encoder", True),
-        soft_token_id=default_soft_token_id(lm_tokenizer, default_lm_prefix(lm_tokenizer)),
+        soft_token_id=processor.soft_token_id,
         encoder_name_or_path=encoder_source,
         lm_name_or_path=lm_source,
     )
@@ -168,7 +167,6 @@ def convert_official(
     model.load_state_dict(mapped, strict=False, assign=True)
     model.tie_weights()
     model.apply_freezing()
-    processor = LangBridgeProcessor.from_encoder_and_lm(encoder_source, lm_tokenizer)
     with atomic_directory(dst_dir, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)

@@ -10,66 +10,22 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForCausalLM,
-    GenerationMixin,
-    MT5EncoderModel,
-    PreTrainedModel,
-    T5EncoderModel,
-    UMT5EncoderModel,
-)
+from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
-from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from langbridge.bridge import Bridge, build_bridge
-from langbridge.configuration import T5_FAMILY, LangBridgeConfig
+from langbridge.checkpoint import load_checkpoint, save_checkpoint
+from langbridge.configuration import DEFAULT_BRIDGE_TYPE, LangBridgeConfig
 from langbridge.continuous_batching import growing_cache, supports_continuous_batching
 from langbridge.linear_cross_entropy import linear_cross_entropy
-from langbridge.processing import (
-    default_lm_prefix,
-    default_soft_token_id,
-    load_encoder_tokenizer,
-    load_lm_tokenizer,
-)
-from langbridge.utils import reporting_disk_full, resolve_model_name
+from langbridge.loaders import build_encoder, default_soft_token_id, lm_embedding_norm, load_base_models
 
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-FULL_WEIGHTS = "model.safetensors"
-PICKLE_WEIGHTS = ("pytorch_model.bin", "adapter_model.bin", "pytorch_model.bin.index.json")
-T5_ENCODER_CLASSES = {"t5": T5EncoderModel, "mt5": MT5EncoderModel, "umt5": UMT5EncoderModel}
-# Arguments the Auto classes pass along; irrelevant when an adapter loads its bases itself.
-HUB_LOADING_KWARGS = {
-    "config",
-    "revision",
-    "trust_remote_code",
-    "adapter_kwargs",
-    "cache_dir",
-    "local_files_only",
-    "token",
-    "_from_auto",
-    "_commit_hash",
-    "subfolder",
-    "force_download",
-    "proxies",
-    "use_safetensors",
-}
-# Config fields that must agree between the base models an adapter was trained on and the ones it is loaded onto.
-BASE_IDENTITY_FIELDS = (
-    "model_type",
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
+# The config's own settings (everything but the two base-model configs): what an adapter rebuilds from.
+OWN_CONFIG_FIELDS = tuple(
+    n for n in LangBridgeConfig.__annotations__ if n not in ("encoder_config", "lm_config")
 )
 
 
@@ -124,39 +80,53 @@ class LangBridgeModel(LangBridgePreTrainedModel, GenerationMixin):
         cls,
         encoder: str | os.PathLike | PreTrainedModel,
         lm: str | os.PathLike | PreTrainedModel,
-        bridge: str = "linear",
+        bridge: str = DEFAULT_BRIDGE_TYPE,
         freeze_encoder: bool = True,
         dtype: torch.dtype | str | None = None,
         allow_pickle: bool = False,
+        processor: Any = None,
         **config_kwargs: Any,
     ) -> LangBridgeModel:
         """Build a LangBridge model from an encoder and an LM (a local directory, a hub id, an alias of a bundled
         default model, or an already-built `PreTrainedModel`). The bridge starts from random weights.
-        `soft_token_norm="lm"` sets the soft-token norm to the LM's mean token-embedding norm."""
-        encoder_model, encoder_source = load_encoder(encoder, dtype=dtype, allow_pickle=allow_pickle)
-        lm_model, lm_source = load_lm(lm, dtype=dtype, allow_pickle=allow_pickle)
-        if encoder_model.config.model_type in T5_FAMILY and encoder_source is not None:
-            # The processor adds whitespace tokens to mT5's vocabulary; make room if the embedding matrix is full.
-            needed = len(load_encoder_tokenizer(encoder_source))
-            if needed > encoder_model.get_input_embeddings().num_embeddings:
-                encoder_model.resize_token_embeddings(needed)
+        `soft_token_norm="lm"` sets the soft-token norm to the LM's mean token-embedding norm. `processor`: the
+        `LangBridgeProcessor` the model will read batches from; the config stores its placeholder id (without
+        one, the id a default processor picks for the LM's tokenizer)."""
+        encoder_model, encoder_source, lm_model, lm_source = load_base_models(
+            encoder, lm, dtype=dtype, allow_pickle=allow_pickle
+        )
         if config_kwargs.get("soft_token_norm") == "lm":
-            # The LM's own scale: the mean L2 norm of its token embeddings.
-            weight = lm_model.get_input_embeddings().weight
-            config_kwargs["soft_token_norm"] = round(float(weight.detach().float().norm(dim=-1).mean()), 4)
+            config_kwargs["soft_token_norm"] = lm_embedding_norm(lm_model)
         if "soft_token_id" not in config_kwargs:
-            config_kwargs["soft_token_id"] = _soft_token_id_for(lm_model, lm_source)
+            config_kwargs["soft_token_id"] = (
+                processor.soft_token_id
+                if processor is not None
+                else default_soft_token_id(lm_model, lm_source)
+            )
+        # Settings given as config fields (`bridge_type=`, as in a training config's `model_settings`) win.
+        settings = {"bridge_type": bridge, "freeze_encoder": freeze_encoder, **config_kwargs}
         config = LangBridgeConfig(
             encoder_config=encoder_model.config.to_dict(),
             lm_config=lm_model.config.to_dict(),
-            bridge_type=bridge,
-            freeze_encoder=freeze_encoder,
             encoder_name_or_path=encoder_source,
             lm_name_or_path=lm_source,
-            **config_kwargs,
+            **settings,
         )
         model = cls(config, encoder=encoder_model, lm=lm_model)
         return model.to(lm_model.dtype)
+
+    @classmethod
+    def from_config_and_parts(
+        cls, config: LangBridgeConfig, encoder: PreTrainedModel, lm: PreTrainedModel
+    ) -> LangBridgeModel:
+        """`config`'s own settings (bridge, freezing, placeholder, sources) on these base models: how an adapter
+        checkpoint is rebuilt. The base-model configs are the loaded models' own."""
+        config = LangBridgeConfig(
+            encoder_config=encoder.config.to_dict(),
+            lm_config=lm.config.to_dict(),
+            **{name: getattr(config, name) for name in OWN_CONFIG_FIELDS},
+        )
+        return cls(config, encoder=encoder, lm=lm).to(lm.dtype)
 
     def apply_freezing(self) -> None:
         """LM fully frozen (embeddings, every layer, the output head); encoder frozen or trained by config."""
@@ -424,44 +394,14 @@ class LangBridgeModel(LangBridgePreTrainedModel, GenerationMixin):
         return {k: state[k].detach().contiguous().cpu() for k in sorted(keys)}
 
     # ---------------------------------------------------------------------------------------------------------
-    # Checkpoints
+    # Checkpoints (formats in langbridge.checkpoint)
     def save_pretrained(
         self, save_directory: str | os.PathLike, adapter_only: bool = False, **kwargs: Any
     ) -> None:
         """Save config, generation config and safetensors weights: the whole model, or (`adapter_only=True`) only
         the trained weights plus where the base encoder and LM come from. Files appear atomically."""
-        target = Path(save_directory)
-        target.mkdir(parents=True, exist_ok=True)
-        # A full disk names the file; the temporary folder goes away and files already in `target` stay.
-        kept = f"the partial files were removed and {target} was left as it was"
-        with (
-            tempfile.TemporaryDirectory(dir=target, prefix=".saving-") as tmp,
-            reporting_disk_full(target, kept, name_from_error=True),
-        ):
-            if adapter_only:
-                missing = [
-                    n for n in ("encoder_name_or_path", "lm_name_or_path") if not getattr(self.config, n)
-                ]
-                if missing:
-                    raise ValueError(
-                        f"An adapter checkpoint must record where its base models come from, but {missing} are unset. "
-                        "Set them on model.config or save the full model (adapter_only=False)."
-                    )
-                self.config.save_pretrained(tmp)
-                if self.generation_config is not None:
-                    self.generation_config.save_pretrained(tmp)
-                save_file(self.adapter_state_dict(), Path(tmp) / ADAPTER_WEIGHTS, metadata={"format": "pt"})
-                stale = [FULL_WEIGHTS, "model.safetensors.index.json"]
-            else:
-                super().save_pretrained(tmp, **kwargs)
-                stale = [ADAPTER_WEIGHTS]
-            for name in stale:
-                (target / name).unlink(missing_ok=True)
-            for path in Path(tmp).iterdir():
-                destination = target / path.name
-                if path.is_dir():
-                    shutil.rmtree(destination, ignore_errors=True)
-                os.replace(path, destination)
+        full = super().save_pretrained
+        save_checkpoint(self, save_directory, adapter_only, lambda tmp: full(tmp, **kwargs))
 
     @classmethod
     def from_pretrained(
@@ -473,98 +413,14 @@ class LangBridgeModel(LangBridgePreTrainedModel, GenerationMixin):
     ) -> LangBridgeModel:
         """Load a full or adapter checkpoint. Adapter checkpoints load their base encoder and LM from the recorded
         locations; override them with `encoder=` / `lm=` (paths, hub ids or models)."""
-        directory = Path(resolve_model_name(pretrained_model_name_or_path))
-        if not directory.is_dir():
-            if Path(pretrained_model_name_or_path).suffix or os.sep in str(pretrained_model_name_or_path):
-                raise FileNotFoundError(
-                    f"Checkpoint directory {pretrained_model_name_or_path} does not exist."
-                )
-            model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)  # hub id
-            model.apply_freezing()
-            return model
-        if not (directory / "config.json").exists():
-            raise FileNotFoundError(
-                f"{directory} has no config.json: it is not a LangBridge checkpoint. Save one with "
-                "model.save_pretrained(dir), or convert an official checkpoint with `langbridge convert-official`."
-            )
-        has_full = any((directory / n).exists() for n in (FULL_WEIGHTS, "model.safetensors.index.json"))
-        pickles = [n for n in PICKLE_WEIGHTS if (directory / n).exists()]
-        if not has_full and not (directory / ADAPTER_WEIGHTS).exists():
-            if pickles and not allow_pickle:
-                raise ValueError(
-                    f"{directory} holds only pickle weights ({', '.join(pickles)}), which can execute code when "
-                    "loaded. Re-save as safetensors, or pass allow_pickle=True if you trust the file."
-                )
-            if not pickles:
-                raise FileNotFoundError(
-                    f"{directory} has a config.json but no weights ({FULL_WEIGHTS} or {ADAPTER_WEIGHTS})."
-                )
-        if not has_full and (directory / ADAPTER_WEIGHTS).exists():
-            return cls._from_adapter(directory, allow_pickle=allow_pickle, **kwargs)
-        try:
-            model = super().from_pretrained(
-                directory, *args, use_safetensors=has_full or not allow_pickle, **kwargs
-            )
-        except (SafetensorError, OSError, RuntimeError) as err:
-            raise ValueError(f"Could not load the weights in {directory}: {err}") from err
-        model.apply_freezing()
-        return model
-
-    @classmethod
-    def _from_adapter(
-        cls,
-        directory: Path,
-        encoder: Any = None,
-        lm: Any = None,
-        dtype: torch.dtype | str | None = None,
-        allow_pickle: bool = False,
-        **kwargs: Any,
-    ) -> LangBridgeModel:
-        config = LangBridgeConfig.from_pretrained(directory)
-        unexpected = sorted(set(kwargs) - HUB_LOADING_KWARGS)
-        if unexpected:
-            raise TypeError(f"Unexpected arguments for an adapter checkpoint: {unexpected}")
-        model = cls.from_encoder_and_lm(
-            encoder if encoder is not None else config.encoder_name_or_path,
-            lm if lm is not None else config.lm_name_or_path,
-            bridge=config.bridge_type,
-            freeze_encoder=config.freeze_encoder,
-            dtype=dtype,
+        return load_checkpoint(
+            cls,
+            pretrained_model_name_or_path,
+            super().from_pretrained,
+            *args,
             allow_pickle=allow_pickle,
-            ffn_multiplier=config.ffn_multiplier,
-            encoder_layer=config.encoder_layer,
-            encoder_layer_mix=config.encoder_layer_mix,
-            bridge_input_norm=config.bridge_input_norm,
-            soft_token_norm=config.soft_token_norm,
-            train_encoder_embeddings=config.train_encoder_embeddings,
-            max_encoder_length=config.max_encoder_length,
-            max_lm_length=config.max_lm_length,
-            soft_token_id=config.soft_token_id,
+            **kwargs,
         )
-        for part, saved, loaded in (
-            ("encoder", config.encoder_config, model.config.encoder_config),
-            ("LM", config.lm_config, model.config.lm_config),
-        ):
-            for field in BASE_IDENTITY_FIELDS:
-                a, b = getattr(saved, field, None), getattr(loaded, field, None)
-                if a != b:
-                    raise ValueError(
-                        f"Adapter {directory} was trained on a different base {part}: {field}={a!r} in the checkpoint, "
-                        f"{b!r} in the loaded {part}. Pass the right base with {part.lower()}=PATH."
-                    )
-        saved_vocab = config.encoder_config.vocab_size
-        if saved_vocab != model.encoder.get_input_embeddings().num_embeddings:
-            model.encoder.resize_token_embeddings(saved_vocab)
-        weights = directory / ADAPTER_WEIGHTS
-        try:
-            state = load_file(weights)
-        except (SafetensorError, OSError) as err:
-            raise ValueError(f"Could not read {weights} (truncated or corrupt?): {err}") from err
-        model.load_adapter_state_dict(state, source=str(weights))
-        model.config.encoder_name_or_path = config.encoder_name_or_path
-        model.config.lm_name_or_path = config.lm_name_or_path
-        model.eval()
-        return model
 
     def load_adapter_state_dict(self, state: dict[str, torch.Tensor], source: str = "adapter") -> None:
         own = self.state_dict()
@@ -614,97 +470,3 @@ def _has_plain_head(lm: PreTrainedModel) -> bool:
         and head.bias is None
         and lm.base_model is not lm
     )
-
-
-# -------------------------------------------------------------------------------------------------------------
-# Loading the parts
-def build_encoder(config: Any) -> PreTrainedModel:
-    """An encoder-only model from a config (T5-family configs get their encoder stack only)."""
-    if config.model_type in T5_ENCODER_CLASSES:
-        return T5_ENCODER_CLASSES[config.model_type](config)
-    try:
-        return AutoModel.from_config(config, add_pooling_layer=False)
-    except TypeError:
-        return AutoModel.from_config(config)
-
-
-def load_encoder(
-    encoder: str | os.PathLike | PreTrainedModel, dtype: Any = None, allow_pickle: bool = False
-) -> tuple[PreTrainedModel, str | None]:
-    if isinstance(encoder, PreTrainedModel):
-        model, source = encoder, encoder.config.name_or_path or None
-        if model.config.model_type in T5_ENCODER_CLASSES and not isinstance(
-            model, tuple(T5_ENCODER_CLASSES.values())
-        ):
-            encoder_only = T5_ENCODER_CLASSES[model.config.model_type](model.config)
-            missing, _ = encoder_only.load_state_dict(model.state_dict(), strict=False)
-            if missing:
-                raise ValueError(
-                    f"Could not take the encoder stack out of {type(model).__name__}: missing {missing[:3]}"
-                )
-            model = encoder_only.to(next(encoder.parameters()).dtype)
-    else:
-        source = resolve_model_name(encoder)
-        config = _load_config(source, "encoder")
-        load_kwargs = {"dtype": dtype, "use_safetensors": None if allow_pickle else True}
-        if config.model_type in T5_ENCODER_CLASSES:
-            model = T5_ENCODER_CLASSES[config.model_type].from_pretrained(source, **load_kwargs)
-        else:
-            try:
-                model = AutoModel.from_pretrained(source, add_pooling_layer=False, **load_kwargs)
-            except TypeError:
-                model = AutoModel.from_pretrained(source, **load_kwargs)
-    model_type = model.config.model_type
-    is_encoder = model_type in T5_ENCODER_CLASSES or model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
-    if not is_encoder or getattr(model.config, "is_decoder", False) or isinstance(model, GenerationMixin):
-        raise ValueError(
-            f"The encoder must be an encoder model (BERT/XLM-R/E5/MiniLM or a T5/mT5/UMT5 encoder), got "
-            f"{type(model).__name__}. Pass the LM as `lm=`."
-        )
-    return model, source
-
-
-def load_lm(
-    lm: str | os.PathLike | PreTrainedModel, dtype: Any = None, allow_pickle: bool = False
-) -> tuple[PreTrainedModel, str | None]:
-    if isinstance(lm, PreTrainedModel):
-        model, source = lm, lm.config.name_or_path or None
-    else:
-        source = resolve_model_name(lm)
-        config = _load_config(source, "LM")
-        if config.is_encoder_decoder or config.model_type in ("bert", "xlm-roberta", "roberta", "distilbert"):
-            raise ValueError(
-                f"The LM must be a decoder-only causal LM (Llama, Mistral, Qwen2, Gemma, GPT-2, ...), got model_type="
-                f"{config.model_type!r} from {source}. Pass the encoder as `encoder=`."
-            )
-        model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, use_safetensors=None if allow_pickle else True
-        )
-    if not isinstance(model, GenerationMixin) or model.get_output_embeddings() is None:
-        raise ValueError(f"The LM must be a causal LM with an output head, got {type(model).__name__}.")
-    return model, source
-
-
-def _load_config(source: str, role: str) -> Any:
-    try:
-        return AutoConfig.from_pretrained(source)
-    except (OSError, ValueError) as err:
-        raise OSError(
-            f"Could not load the {role} config from {source!r}: {err}. Pass a local directory with config.json, a "
-            "hub id (online), or an alias such as 'e5-small' / 'smollm2-135m-instruct'."
-        ) from err
-
-
-def _soft_token_id_for(lm: PreTrainedModel, source: str | None) -> int:
-    """Must match what `LangBridgeProcessor` picks for the same LM tokenizer."""
-    if source is not None:
-        try:
-            tokenizer = load_lm_tokenizer(source)
-        except (OSError, ValueError):
-            tokenizer = None
-        if tokenizer is not None:
-            return default_soft_token_id(tokenizer, default_lm_prefix(tokenizer))
-    for candidate in (getattr(lm.config, "pad_token_id", None), 0):
-        if candidate is not None and candidate != getattr(lm.config, "eos_token_id", None):
-            return int(candidate)
-    return 0

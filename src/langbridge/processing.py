@@ -13,7 +13,12 @@ import torch
 from tokenizers import AddedToken
 from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizerBase
 
-from langbridge.configuration import T5_FAMILY
+from langbridge.configuration import (
+    DEFAULT_MAX_ENCODER_LENGTH,
+    DEFAULT_MAX_LM_LENGTH,
+    T5_FAMILY,
+    check_length,
+)
 from langbridge.utils import adds_bos, atomic_write_text, resolve_model_name
 
 PROCESSOR_CONFIG = "langbridge_processor.json"
@@ -65,8 +70,11 @@ def default_lm_prefix(lm_tokenizer: PreTrainedTokenizerBase) -> str:
 
 
 def default_soft_token_id(lm_tokenizer: PreTrainedTokenizerBase, lm_prefix: str = "") -> int:
-    """A placeholder id for the soft slots: preferably a special token that decodes to nothing; never one of the
-    prefix tokens, which precede the slots and would be mistaken for them."""
+    """The id of the processor's default placeholder token for the soft slots: preferably a special token that
+    decodes to nothing; never one of the prefix tokens, which precede the slots and would be mistaken for them.
+
+    The placeholder is a token the frozen LM already has: its embedding is replaced before the LM reads it, and a
+    new vocabulary entry would change the LM's output distribution."""
     prefix_ids = set(lm_tokenizer(lm_prefix, add_special_tokens=False)["input_ids"]) if lm_prefix else set()
     candidates = (lm_tokenizer.unk_token_id, lm_tokenizer.pad_token_id, *lm_tokenizer.all_special_ids)
     for candidate in (*candidates, *range(len(lm_tokenizer))):
@@ -75,11 +83,22 @@ def default_soft_token_id(lm_tokenizer: PreTrainedTokenizerBase, lm_prefix: str 
     raise ValueError("Could not choose a soft-token placeholder id; pass soft_token_id explicitly.")
 
 
+def soft_token_id_for(lm: str | PreTrainedTokenizerBase) -> int:
+    """The placeholder id a processor with default settings uses for this LM tokenizer (path, alias or tokenizer)."""
+    tokenizer = load_lm_tokenizer(lm)
+    return default_soft_token_id(tokenizer, default_lm_prefix(tokenizer))
+
+
 class LangBridgeProcessor:
     """Wraps the encoder tokenizer and the LM tokenizer.
 
     LM side of each example: `lm_prefix` (the LM's BOS by default) + one placeholder slot per real encoder token
     + one slot for the end-of-encoder vector + the LM prompt (+ the target and EOS when training).
+
+    The processor owns the placeholder, as LLaVA's processor owns `<image>`: `soft_token` names it in the LM
+    tokenizer and is what `save_pretrained` records; its id is stored once, as `soft_token_id` in the model config
+    (pass the processor to `LangBridgeModel.from_encoder_and_lm(..., processor=)`). Truncation lengths live here
+    too and nowhere else in a checkpoint.
     """
 
     def __init__(
@@ -89,15 +108,15 @@ class LangBridgeProcessor:
         encoder_template: str = "{text}",
         lm_prompt: str = "",
         lm_prefix: str | None = None,
-        max_encoder_length: int = 512,
-        max_lm_length: int = 1024,
+        max_encoder_length: int = DEFAULT_MAX_ENCODER_LENGTH,
+        max_lm_length: int = DEFAULT_MAX_LM_LENGTH,
+        soft_token: str | None = None,
         soft_token_id: int | None = None,
     ):
         if "{text}" not in encoder_template:
             raise ValueError(f"encoder_template must contain '{{text}}', got {encoder_template!r}.")
-        for name, value in (("max_encoder_length", max_encoder_length), ("max_lm_length", max_lm_length)):
-            if not isinstance(value, int) or value < 2:
-                raise ValueError(f"{name}={value!r} must be an integer >= 2.")
+        check_length("max_encoder_length", max_encoder_length)
+        check_length("max_lm_length", max_lm_length)
         self.encoder_tokenizer = load_encoder_tokenizer(encoder_tokenizer)
         self.lm_tokenizer = load_lm_tokenizer(lm_tokenizer)
         self.encoder_template = encoder_template
@@ -105,11 +124,8 @@ class LangBridgeProcessor:
         self.lm_prefix = default_lm_prefix(self.lm_tokenizer) if lm_prefix is None else lm_prefix
         self.max_encoder_length = max_encoder_length
         self.max_lm_length = max_lm_length
-        self.soft_token_id = (
-            default_soft_token_id(self.lm_tokenizer, self.lm_prefix)
-            if soft_token_id is None
-            else int(soft_token_id)
-        )
+        self.soft_token_id = self._placeholder_id(soft_token, soft_token_id)
+        self.soft_token = self.lm_tokenizer.convert_ids_to_tokens(self.soft_token_id)
         self._prefix_ids = self._lm_ids(self.lm_prefix)
         if self.soft_token_id in self._prefix_ids:
             raise ValueError(
@@ -124,6 +140,22 @@ class LangBridgeProcessor:
             load_lm_tokenizer(_tokenizer_source(lm)),
             **kwargs,
         )
+
+    def _placeholder_id(self, soft_token: str | None, soft_token_id: int | None) -> int:
+        """An explicit id (a model config's, or an older processor file's) wins; then the named token; then the
+        default choice."""
+        if soft_token_id is not None:
+            return int(soft_token_id)
+        if soft_token is None:
+            return default_soft_token_id(self.lm_tokenizer, self.lm_prefix)
+        token_id = self.lm_tokenizer.convert_tokens_to_ids(soft_token)
+        if token_id is None or (
+            token_id == self.lm_tokenizer.unk_token_id and soft_token != self.lm_tokenizer.unk_token
+        ):
+            raise ValueError(
+                f"soft_token={soft_token!r} is not a token of the LM tokenizer; pick one it has."
+            )
+        return int(token_id)
 
     # ----------------------------------------------------------------------------------------------------------
     def _lm_ids(self, text: str) -> list[int]:
@@ -251,7 +283,7 @@ class LangBridgeProcessor:
             "lm_prefix": self.lm_prefix,
             "max_encoder_length": self.max_encoder_length,
             "max_lm_length": self.max_lm_length,
-            "soft_token_id": self.soft_token_id,
+            "soft_token": self.soft_token,
         }
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
@@ -265,6 +297,8 @@ class LangBridgeProcessor:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, **overrides: Any) -> LangBridgeProcessor:
+        """Load a saved processor. In a checkpoint folder the placeholder id comes from the model's config.json
+        (its one home); processor files written before that carry `soft_token_id` themselves."""
         directory = Path(directory)
         config_file = directory / PROCESSOR_CONFIG
         missing = [
@@ -282,6 +316,9 @@ class LangBridgeProcessor:
         except json.JSONDecodeError as err:
             raise ValueError(f"{config_file} is not valid JSON ({err}); re-save the processor.") from err
         settings.update(overrides)
+        model_id = _config_soft_token_id(directory / "config.json")
+        if model_id is not None and "soft_token_id" not in settings:
+            settings["soft_token_id"] = model_id
         return cls(
             AutoTokenizer.from_pretrained(directory / ENCODER_TOKENIZER_DIR),
             AutoTokenizer.from_pretrained(directory / LM_TOKENIZER_DIR),
@@ -293,6 +330,16 @@ class LangBridgeProcessor:
             f"LangBridgeProcessor(encoder_tokenizer={type(self.encoder_tokenizer).__name__}, "
             f"lm_tokenizer={type(self.lm_tokenizer).__name__}, {self.to_dict()})"
         )
+
+
+def _config_soft_token_id(config_file: Path) -> int | None:
+    if not config_file.is_file():
+        return None
+    try:
+        value = json.loads(config_file.read_text()).get("soft_token_id")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return int(value) if isinstance(value, int) else None
 
 
 def _tokenizer_source(obj: Any) -> Any:

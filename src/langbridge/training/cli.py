@@ -89,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
 
 def interrupted(args: argparse.Namespace) -> str:
     """After Ctrl-C: the checkpoint that was kept (a checkpoint being written is removed) and how to continue."""
+    from langbridge.training.checkpointing import latest_checkpoint
     from langbridge.training.config import load_config
-    from langbridge.training.recipe import latest_checkpoint
 
     output_dir = Path(load_config(args.config, args.overrides).output_dir)
     checkpoint = latest_checkpoint(output_dir)

@@ -7,6 +7,7 @@ with a message that names the key and lists what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import types
 import typing
@@ -16,6 +17,12 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
+from langbridge.configuration import (
+    BRIDGE_TYPES,
+    DEFAULT_BRIDGE_TYPE,
+    DEFAULT_MAX_ENCODER_LENGTH,
+    length_error,
+)
 from langbridge.utils import read_utf8
 
 Mode = Literal["labeled", "unlabeled", "reconstruction", "next_sentence"]
@@ -26,7 +33,7 @@ Schedule = Literal["constant", "constant_with_warmup", "cosine", "linear"]
 MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 Reporter = Literal["tensorboard", "wandb"]
-BridgeType = Literal["linear", "ffn"]
+BridgeType = Literal[BRIDGE_TYPES]  # type: ignore[valid-type]
 
 
 class ConfigError(ValueError):
@@ -38,7 +45,7 @@ class ModelConfig:
     # Short alias (see `langbridge models`), hub id or local directory.
     encoder: str = "e5-small"
     lm: str = "smollm2-135m-instruct"
-    bridge: BridgeType = "linear"
+    bridge: BridgeType = DEFAULT_BRIDGE_TYPE
     # LangBridge keeps the LM frozen always; the encoder is frozen for instruction-tuned LMs (labeled data)
     # and trained for base LMs (unlabeled data) in the paper.
     freeze_encoder: bool = True
@@ -117,7 +124,9 @@ class DataConfig:
     # Chat LMs can open the user turn here, e.g. "<|im_start|>user\n" for ChatML.
     lm_prefix: str | None = None
     system_prompt: str | None = None
-    max_encoder_length: int = 512
+    max_encoder_length: int = DEFAULT_MAX_ENCODER_LENGTH
+    # Shorter than a processor's default (DEFAULT_MAX_LM_LENGTH): training prompts and targets are short, and the
+    # saved processor records the value a run used.
     max_lm_length: int = 128
     # Unlabeled mode: each document is split after a random number of encoder tokens in [min, max]
     # (max defaults to max_encoder_length), so the model sees short and long encoder inputs.
@@ -325,14 +334,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         not (d.eval and d.eval_size),
         "data.eval_size: set either data.eval sources or data.eval_size, not both",
     )
-    _check(
-        1 <= d.max_encoder_length <= 1_000_000,
-        f"data.max_encoder_length: must be in [1, 1000000], got {d.max_encoder_length}",
-    )
-    _check(
-        1 <= d.max_lm_length <= 1_000_000,
-        f"data.max_lm_length: must be in [1, 1000000], got {d.max_lm_length}",
-    )
+    for name in ("max_encoder_length", "max_lm_length"):
+        message = length_error(f"data.{name}", getattr(d, name))
+        _check(message is None, message or "")
     _check(d.min_split_tokens >= 1, f"data.min_split_tokens: must be >= 1, got {d.min_split_tokens}")
     max_split = d.max_split_tokens if d.max_split_tokens is not None else d.max_encoder_length
     _check(
@@ -522,3 +526,33 @@ def allowed_keys(cls: type = TrainConfig, prefix: str = "") -> list[str]:
         else:
             keys.append(name)
     return keys
+
+
+def flatten_config(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as dotted keys (`optim.lr_bridge`) with scalar values (others as JSON)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten_config(v, key + "."))
+        elif isinstance(v, (int, float, str, bool)):
+            out[key] = v
+        else:
+            out[key] = json.dumps(v)
+    return out
+
+
+def model_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """The `LangBridgeConfig` settings that a training config's `model.*` keys ask for: the one mapping from a
+    training config to a model config (the recipe and the dry run build from it; an adapter checkpoint stores
+    the resulting config and is rebuilt from that). `soft_token_norm="lm"` is resolved from the LM's weights."""
+    m = cfg.model
+    return {
+        "bridge_type": m.bridge,
+        "freeze_encoder": m.freeze_encoder,
+        "train_encoder_embeddings": m.train_encoder_embeddings,
+        "encoder_layer": m.encoder_layer,
+        "encoder_layer_mix": m.encoder_layer_mix,
+        "bridge_input_norm": m.bridge_input_norm,
+        "soft_token_norm": "lm" if m.soft_token_norm else None,
+    }

@@ -1,43 +1,31 @@
-"""Training data: readers (local jsonl/json/txt/tsv files, hub datasets), example construction for the two
-training modes, length-grouped deterministic batching (map-style and streaming), and the collator.
+"""Training data: examples for each mode (labeled; unlabeled documents split at a seeded point; sentence modes:
+reconstruction and next_sentence), per-source objectives, the datasets, and `build_data`, which reads the
+configured sources (`sources`) into train and held-out examples. Batching and collation are `batching`'s.
 
-Determinism: the order of batches depends only on (seed, epoch); the split point of an unlabeled document
-depends only on (seed, document index). A run can therefore resume at (epoch, batch index) and see exactly
-the batches an uninterrupted run would have seen.
+Determinism: the split point of an unlabeled document depends only on (seed, document index), so a resumed run
+sees exactly the examples an uninterrupted run would have seen.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
-import json
 import logging
-import os
 import re
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset, IterableDataset
+from torch.utils.data import Dataset
 
 from langbridge.training.config import DataConfig, DataSource
+from langbridge.training.sources import DataError, describe, iter_records, resolve_data_dir
 from langbridge.training.templates import PromptTemplate, get_template
-from langbridge.utils import hub_offline, utf8_lines
 
 logger = logging.getLogger("langbridge.training")
 
-SUFFIX_FORMATS = {".jsonl": "jsonl", ".json": "json", ".txt": "txt", ".tsv": "tsv"}
 # Upper bound on characters per token, used only to avoid tokenizing megabytes of a document we will cut anyway.
 MAX_CHARS_PER_TOKEN = 32
-
-
-class DataError(ValueError):
-    """Data could not be found or read; the message says which file and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -52,228 +40,6 @@ class Example:
     def length(self) -> int:
         # Characters are a cheap proxy for tokens; only relative order matters for length grouping.
         return len(self.encoder_text) + len(self.target)
-
-
-# ----------------------------------------------------------------------------- locating data
-
-
-def repo_shared_data() -> Path:
-    """../shared/data next to the repository checkout that holds this package."""
-    return Path(__file__).resolve().parents[3].parent / "shared" / "data"
-
-
-def resolve_data_dir(data_dir: str | None = None) -> Path | None:
-    """data.data_dir, else $LANGBRIDGE_DATA, else ../shared/data (from the CWD, then from the repo)."""
-    if data_dir:
-        path = Path(data_dir).expanduser()
-        if not path.is_dir():
-            raise DataError(f"data.data_dir={data_dir!r} is not a directory; fix the path or unset it")
-        return path
-    env = os.environ.get("LANGBRIDGE_DATA")
-    if env:
-        path = Path(env).expanduser()
-        if not path.is_dir():
-            raise DataError(f"LANGBRIDGE_DATA={env!r} is not a directory; fix it or unset it")
-        return path
-    for candidate in (Path.cwd().parent / "shared" / "data", repo_shared_data()):
-        if candidate.is_dir():
-            return candidate
-    return None
-
-
-def _candidates(source: DataSource, data_dir: Path | None) -> list[Path]:
-    path = Path(str(source.path)).expanduser()
-    return [path] if path.is_absolute() else [Path.cwd() / path] + ([data_dir / path] if data_dir else [])
-
-
-def missing_file(source: DataSource, data_dir: Path | None) -> tuple[str, Path]:
-    """'data file ... not found (looked in: ...)' and where the file should go, for a missing `path:`."""
-    looked = ", ".join(str(c) for c in _candidates(source, data_dir))
-    where = data_dir / str(source.path) if data_dir else Path("<data_dir>") / str(source.path)
-    return f"data file {source.path!r} not found (looked in: {looked})", where
-
-
-def locate(source: DataSource, data_dir: Path | None) -> Path | None:
-    """The local file for `source`, or None when it should come from the hub."""
-    if source.path is None:
-        return None
-    for candidate in _candidates(source, data_dir):
-        if candidate.is_file():
-            return candidate
-    if source.hub is not None:
-        return None
-    missing, where = missing_file(source, data_dir)
-    raise DataError(
-        f"{missing}. Put the file at {where}, point data.data_dir or $LANGBRIDGE_DATA at the folder that holds "
-        "it, or add `hub: <dataset name>` to load it from the hub."
-    )
-
-
-# ----------------------------------------------------------------------------- readers
-
-
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
-def detect_format(path: Path, declared: str) -> str:
-    if declared != "auto":
-        return declared
-    suffix = path.suffix if path.suffix != ".gz" else Path(path.stem).suffix
-    if suffix not in SUFFIX_FORMATS:
-        raise DataError(
-            f"{path}: cannot tell the format from the suffix {suffix!r}; set `format:` to one of "
-            f"{', '.join(SUFFIX_FORMATS.values())}"
-        )
-    return SUFFIX_FORMATS[suffix]
-
-
-def _iter_jsonl(path: Path) -> Iterator[dict]:
-    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as handle:
-        for lineno, line in utf8_lines(handle, path, DataError):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(
-                    f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object"
-                ) from exc
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}")
-            yield row
-
-
-def _iter_json(path: Path) -> Iterator[dict]:
-    with _open_text(path) as handle:
-        text = handle.read()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        if exc.msg == "Extra data":  # JSON lines saved under a .json name (common for HF exports)
-            yield from _iter_jsonl(path)
-            return
-        raise DataError(f"{path}: not valid JSON ({exc}); use a list of objects or JSON lines") from exc
-    if isinstance(data, dict) and isinstance(data.get("data"), list):
-        data = data["data"]
-    if not isinstance(data, list):
-        raise DataError(
-            f"{path}: expected a JSON list of objects (or {{'data': [...]}}), got {type(data).__name__}"
-        )
-    for i, row in enumerate(data):
-        if not isinstance(row, dict):
-            raise DataError(f"{path}: item {i} is a {type(row).__name__}, expected an object")
-        yield row
-
-
-def _iter_txt(path: Path, unit: str, field: str) -> Iterator[dict]:
-    with _open_text(path) as handle:
-        if unit == "line":
-            for line in handle:
-                if line.strip():
-                    yield {field: line.rstrip("\n")}
-        elif unit == "paragraph":
-            block: list[str] = []
-            for line in handle:
-                if line.strip():
-                    block.append(line.rstrip("\n"))
-                elif block:
-                    yield {field: "\n".join(block)}
-                    block = []
-            if block:
-                yield {field: "\n".join(block)}
-        else:
-            yield {field: handle.read()}
-
-
-def _iter_tsv(path: Path, columns: list[str] | None) -> Iterator[dict]:
-    with _open_text(path) as handle:
-        # QUOTE_NONE: benchmark TSVs (e.g. MGSM) contain bare quotes inside fields.
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = columns
-        for lineno, row in enumerate(reader, 1):
-            if not row:
-                continue
-            if header is None:
-                header = row
-                continue
-            if len(row) != len(header):
-                raise DataError(
-                    f"{path}:{lineno}: {len(row)} columns but the header has {len(header)} ({header}); "
-                    "set `columns:` for files without a header row"
-                )
-            yield dict(zip(header, row, strict=True))
-
-
-def iter_local(path: Path, source: DataSource) -> Iterator[dict]:
-    fmt = detect_format(path, source.format)
-    if fmt == "jsonl":
-        return _iter_jsonl(path)
-    if fmt == "json":
-        return _iter_json(path)
-    if fmt == "txt":
-        return _iter_txt(path, source.txt_unit, source.text_field)
-    return _iter_tsv(path, source.columns)
-
-
-def load_hub(source: DataSource, streaming: bool, missing: tuple[str, Path] | None = None) -> Iterable[dict]:
-    """Rows of `source.hub`. `missing` (from :func:`missing_file`) is the local file it stands in for: errors
-    then name that file first, since putting it in place is usually the simpler fix."""
-    first, local_fix = (
-        (f"{missing[0]}; its fallback, ", f"put the file at {missing[1]}")
-        if missing
-        else ("", "use a local file via `path:`")
-    )
-    try:
-        import datasets
-    except ImportError as exc:
-        raise DataError(
-            f"{first}hub dataset {source.hub!r} needs the `datasets` package: pip install 'langbridge[hub]', "
-            f"or {local_fix}"
-        ) from exc
-    try:
-        rows = datasets.load_dataset(
-            source.hub,
-            source.hub_config,
-            split=source.split,
-            data_dir=source.hub_data_dir,
-            streaming=streaming,
-        )
-    except Exception as exc:  # datasets raises many types (connection, missing config, ...)
-        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        if hub_offline(datasets=True):
-            raise DataError(
-                f"{first}hub dataset {source.hub!r} cannot be loaded: the hub is offline (HF_HUB_OFFLINE or "
-                f"HF_DATASETS_OFFLINE is set) and it is not cached ({reason}); {local_fix}, or go online"
-            ) from exc
-        raise DataError(
-            f"{first}hub dataset {source.hub!r} (split {source.split!r}) could not be loaded: {reason}; "
-            f"{local_fix}, or check the dataset name, config and your connection"
-        ) from exc
-    if missing:  # only once it worked: a failure stays a single line
-        logger.warning("%s; loaded the hub dataset %r instead", missing[0], source.hub)
-    return rows
-
-
-def iter_records(source: DataSource, data_dir: Path | None, streaming: bool = False) -> Iterator[dict]:
-    """Raw rows of one source, local file first, hub second; stops after source.max_examples rows."""
-    path = locate(source, data_dir)
-    if path is not None:
-        rows: Iterable[dict] = iter_local(path, source)
-    else:
-        missing = missing_file(source, data_dir) if source.path is not None else None
-        rows = load_hub(source, streaming, missing)
-    for i, row in enumerate(rows):
-        if source.max_examples is not None and i >= source.max_examples:
-            break
-        yield row
-
-
-def describe(source: DataSource, data_dir: Path | None) -> str:
-    path = locate(source, data_dir)
-    return str(path) if path is not None else f"hub:{source.hub}[{source.split}]"
 
 
 # ----------------------------------------------------------------------------- examples
@@ -458,183 +224,6 @@ def token_lengths(dataset: LabeledDataset | DocumentDataset, processor: Any, chu
     return out
 
 
-# ----------------------------------------------------------------------------- batching
-
-
-def group_batches(
-    items: Sequence[Any],
-    lengths: Sequence[int],
-    batch_size: int,
-    mega_batch: int,
-    rng: np.random.Generator | None,
-) -> list[list[Any]]:
-    """Cut `items` (already shuffled) into batches; with `rng`, sort by length inside mega-batches first.
-
-    Sorting inside mega-batches keeps padding small while keeping randomness across mega-batches; the batch
-    order is then shuffled, and the longest batch goes first so an out-of-memory error shows up at step 1.
-    """
-    if rng is None:
-        return [list(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
-    batches, batch_max = [], []
-    for s in range(0, len(items), mega_batch):
-        order = sorted(range(s, min(s + mega_batch, len(items))), key=lambda j: -lengths[j])
-        for b in range(0, len(order), batch_size):
-            idx = order[b : b + batch_size]
-            batches.append([items[j] for j in idx])
-            batch_max.append(lengths[idx[0]])
-    perm = rng.permutation(len(batches))
-    batches = [batches[i] for i in perm]
-    batch_max = [batch_max[i] for i in perm]
-    longest = int(np.argmax(batch_max)) if batch_max else 0
-    if longest:
-        batches.insert(0, batches.pop(longest))
-    return batches
-
-
-class EpochBatchSampler:
-    """Batch sampler for a map-style dataset: this rank's batches of one epoch, starting at `start`.
-
-    All ranks draw the same global batch list from (seed, epoch) and take every `world`-th batch, so every rank
-    gets the same number of batches (a trailing incomplete round is dropped).
-    """
-
-    def __init__(
-        self,
-        indices: Sequence[int],
-        lengths: Sequence[int],
-        batch_size: int,
-        seed: int,
-        epoch: int,
-        *,
-        group_by_length: bool = True,
-        mega_batch_mult: int = 50,
-        rank: int = 0,
-        world_size: int = 1,
-        start: int = 0,
-    ):
-        rng = np.random.default_rng([seed, epoch])
-        perm = [int(indices[i]) for i in rng.permutation(len(indices))]
-        lens = [lengths[i] for i in perm]
-        batches = group_batches(
-            perm, lens, batch_size, batch_size * mega_batch_mult, rng if group_by_length else None
-        )
-        rounds = len(batches) // world_size
-        self.batches = [batches[j * world_size + rank] for j in range(rounds)][start:]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
-def batches_per_epoch(num_examples: int, batch_size: int, world_size: int) -> int:
-    """Per-rank batches in one epoch of EpochBatchSampler (independent of length grouping)."""
-    return (-(-num_examples // batch_size)) // world_size
-
-
-def _shuffle_buffer(stream: Iterable[Any], size: int, rng: np.random.Generator) -> Iterator[Any]:
-    buffer: list[Any] = []
-    for item in stream:
-        if len(buffer) < size:
-            buffer.append(item)
-            continue
-        j = int(rng.integers(size))
-        yield buffer[j]
-        buffer[j] = item
-    order = rng.permutation(len(buffer))
-    for j in order:
-        yield buffer[j]
-
-
-class StreamingBatches(IterableDataset):
-    """Batches from a stream that need not fit in memory (local files read lazily, or hub streaming).
-
-    Per epoch: a seeded shuffle buffer, then length grouping inside mega-batches, then every `world`-th batch
-    for this rank. Resuming skips `start` batches of the epoch (re-reading, but producing identical batches).
-    """
-
-    def __init__(
-        self,
-        make_stream: Callable[[], Iterable[tuple[int, Example]]],
-        batch_size: int,
-        seed: int,
-        *,
-        shuffle_buffer: int = 10000,
-        group_by_length: bool = True,
-        mega_batch_mult: int = 50,
-        rank: int = 0,
-        world_size: int = 1,
-    ):
-        self.make_stream = make_stream
-        self.batch_size = batch_size
-        self.seed = seed
-        self.shuffle_buffer = shuffle_buffer
-        self.group_by_length = group_by_length
-        self.mega = batch_size * world_size * mega_batch_mult
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
-        self.start = 0
-
-    def set_position(self, epoch: int, start: int) -> None:
-        self.epoch, self.start = epoch, start
-
-    def __iter__(self) -> Iterator[list[Example]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        stream = _shuffle_buffer((ex for _, ex in self.make_stream()), self.shuffle_buffer, rng)
-        seen = 0
-        chunk: list[Example] = []
-        for ex in stream:
-            chunk.append(ex)
-            if len(chunk) == self.mega:
-                yield from self._emit(chunk, rng, seen)
-                seen += len(chunk) // self.batch_size // self.world_size
-                chunk = []
-        if chunk:
-            yield from self._emit(chunk, rng, seen)
-
-    def _emit(self, chunk: list[Example], rng: np.random.Generator, seen: int) -> Iterator[list[Example]]:
-        lengths = [e.length for e in chunk]
-        batches = group_batches(
-            chunk, lengths, self.batch_size, self.mega, rng if self.group_by_length else None
-        )
-        for j in range(len(batches) // self.world_size):
-            if seen + j >= self.start:
-                yield batches[j * self.world_size + self.rank]
-
-
-# ----------------------------------------------------------------------------- collation
-
-
-class Collator:
-    """List of Examples -> model batch (right-padded, labels only on target tokens)."""
-
-    def __init__(self, processor: Any, append_eos: bool):
-        self.processor = processor
-        self.append_eos = append_eos
-
-    def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor]:
-        with warnings.catch_warnings():
-            # Truncation to max_encoder_length / max_lm_length is intended here (documented config limits).
-            warnings.filterwarnings("ignore", message=r".*exceed.*max_(encoder|lm)_length.*")
-            batch = self.processor(
-                [e.encoder_text for e in examples],
-                lm_prompts=[e.lm_prompt for e in examples],
-                targets=[e.target for e in examples],
-                append_eos=[self.append_eos if e.append_eos is None else e.append_eos for e in examples],
-                padding_side="right",
-            )
-        return dict(batch)
-
-
-def count_tokens(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
-    """(non-pad encoder + LM tokens, loss tokens) of a batch."""
-    tokens = int(batch["attention_mask"].sum()) + int(batch["encoder_attention_mask"].sum())
-    targets = int((batch["labels"][:, 1:] != -100).sum())
-    return tokens, targets
-
-
 # ----------------------------------------------------------------------------- building
 
 
@@ -770,18 +359,3 @@ def _take(it: Iterator[tuple[int, Example]], n: int) -> Iterator[tuple[int, Exam
         if i >= n:
             return
         yield item
-
-
-def eval_batches(
-    examples: list[Example], batch_size: int, rank: int, world_size: int
-) -> list[tuple[list[Example], bool]]:
-    """Fixed, length-sorted eval batches for this rank as (batch, counts). Every rank gets the same number of
-    batches (sharded engines need all ranks in every forward); filler batches have counts=False."""
-    order = sorted(examples, key=lambda e: -e.length)
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    rounds = -(-len(batches) // world_size)
-    out = []
-    for j in range(rounds):
-        k = j * world_size + rank
-        out.append((batches[k], True) if k < len(batches) else (batches[0], False))
-    return out

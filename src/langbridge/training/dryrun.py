@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from langbridge.training.config import ConfigError, TrainConfig
+from langbridge.training.config import ConfigError, TrainConfig, model_settings
 
 GIB = 2**30
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -50,19 +50,18 @@ def build_meta_model(cfg: TrainConfig) -> Any:
     """The full LangBridge model with every tensor on the meta device (no memory, no weights)."""
     from langbridge import LangBridgeConfig, LangBridgeModel
 
-    m, d = cfg.model, cfg.data
+    m = cfg.model
     encoder_config = load_model_config(m.encoder_config or m.encoder, "encoder")
     lm_config = load_model_config(m.lm_config or m.lm, "lm")
+    settings = model_settings(cfg)
+    # The LM's embedding norm needs its weights; a norm changes no parameter count or memory.
+    settings["soft_token_norm"] = None
     config = LangBridgeConfig(
         encoder_config=encoder_config.to_dict(),
         lm_config=lm_config.to_dict(),
-        bridge_type=m.bridge,
-        freeze_encoder=m.freeze_encoder,
-        train_encoder_embeddings=m.train_encoder_embeddings,
-        max_encoder_length=d.max_encoder_length,
-        max_lm_length=d.max_lm_length,
         encoder_name_or_path=m.encoder,
         lm_name_or_path=m.lm,
+        **settings,
     )
     # torch.device("meta") rather than accelerate's init_empty_weights: under the latter, transformers skips
     # weight tying (mT5's shared/encoder embeddings would be counted twice).

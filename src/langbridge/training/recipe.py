@@ -1,11 +1,7 @@
 """The training recipe: one plain loop over a plain DataLoader, with `accelerate` for devices, mixed precision,
 gradient accumulation and DDP / FSDP / DeepSpeed (`accelerate launch --config_file configs/accelerate/*.yaml`).
 
-Checkpoints (`output_dir/checkpoint-<step>`) are written into a temporary directory and renamed, then the
-`latest` pointer file is replaced atomically, so a crash never leaves a half-written checkpoint as "latest".
-Single-process and DDP runs checkpoint only the trained weights (bridge, trainable encoder weights), the
-optimizer, the scheduler, every rank's RNG state and the data position; FSDP / DeepSpeed runs use
-`accelerator.save_state`, which knows how to gather their sharded states.
+Checkpoints (saving, rotation, resuming) are `checkpointing`'s; metrics rows are `metrics`'.
 """
 
 from __future__ import annotations
@@ -14,62 +10,38 @@ import json
 import logging
 import math
 import os
-import re
-import resource
 import shutil
-import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
-from langbridge.training.checkpoint_io import (
-    LATEST,
-    OPTIMIZER,
-    SCHEDULER,
-    TRAINABLE,
-    CheckpointError,
-    broken_checkpoint_message,
-    load_rng_state,
-    load_torch_state,
-    save_rng_state,
-    save_trainer_files,
-    scan_pickled_files,
-    staged_checkpoint,
-)
-from langbridge.training.config import ConfigError, TrainConfig, validate
-from langbridge.training.data import (
+from langbridge.training.batching import (
+    BatchIterator,
     Collator,
-    EpochBatchSampler,
-    StreamingBatches,
-    TrainData,
     batches_per_epoch,
-    build_data,
     count_tokens,
     eval_batches,
-    token_lengths,
 )
-from langbridge.utils import atomic_write_text, reporting_disk_full
+from langbridge.training.checkpoint_io import LATEST, CheckpointError
+from langbridge.training.checkpointing import (
+    FINAL,
+    Checkpointer,
+    Position,
+    config_changes,
+    latest_checkpoint,
+)
+from langbridge.training.checkpointing import list_checkpoints as list_checkpoints  # noqa: F401 (public name)
+from langbridge.training.config import ConfigError, TrainConfig, flatten_config, model_settings, validate
+from langbridge.training.data import TrainData, build_data
+from langbridge.training.metrics import METRICS, MetricsWriter
+from langbridge.utils import atomic_write_text, peak_rss_mb, torch_threads
 
 logger = logging.getLogger("langbridge.training")
 
-FINAL = "final"
-METRICS = "metrics.jsonl"
-STATE = "trainer_state.json"
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-
 
 # ----------------------------------------------------------------------------- small helpers
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process (Linux reports KiB, macOS bytes)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
 def resolve_precision(mixed_precision: str, dtype: str) -> tuple[str, torch.dtype]:
@@ -97,94 +69,33 @@ def resolve_precision(mixed_precision: str, dtype: str) -> tuple[str, torch.dtyp
     return mp, torch_dtype
 
 
-def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
-    found = []
-    if output_dir.is_dir():
-        for path in output_dir.iterdir():
-            m = CHECKPOINT_RE.match(path.name)
-            if m and path.is_dir() and (path / STATE).is_file():
-                found.append((int(m.group(1)), path))
-    return sorted(found)
-
-
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The checkpoint named by the `latest` pointer (only complete checkpoints are ever named there)."""
-    pointer = output_dir / LATEST
-    if not pointer.is_file():
-        return None
-    path = output_dir / pointer.read_text(encoding="utf-8").strip()
-    if not (path / STATE).is_file():
-        raise FileNotFoundError(
-            f"{pointer} names {path.name}, which is missing or incomplete; delete {pointer} to restart"
-        )
-    return path
-
-
-def read_metrics(output_dir: Path) -> list[dict[str, Any]]:
-    path = output_dir / METRICS
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line cut by a kill; everything after it is from the killed run anyway
-    return rows
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        elif isinstance(v, (int, float, str, bool)):
-            out[key] = v
-        else:
-            out[key] = json.dumps(v)
-    return out
-
-
-@dataclass
-class Position:
-    """Where training is: optimizer steps done and how many of this epoch's batches were consumed."""
-
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0
-    tokens: int = 0
-    elapsed: float = 0.0
-    # The partly filled logging window, so a resumed run logs the same averages as an uninterrupted one.
-    window_loss: float = 0.0
-    window_steps: int = 0
-    window_tokens: int = 0
-    window_targets: int = 0
-
-
 # ----------------------------------------------------------------------------- model / optimizer
 
 
 def build_model_and_processor(cfg: TrainConfig, torch_dtype: torch.dtype) -> tuple[Any, Any]:
+    """The processor first (it owns the soft-token placeholder), then the model built for it."""
     from langbridge import LangBridgeModel, LangBridgeProcessor
     from langbridge.processing import default_lm_prefix, load_encoder_tokenizer, load_lm_tokenizer
     from langbridge.training.templates import get_template
 
     m, d = cfg.model, cfg.data
-    model = LangBridgeModel.from_encoder_and_lm(
-        m.encoder,
-        m.lm,
-        bridge=m.bridge,
-        freeze_encoder=m.freeze_encoder,
-        dtype=torch_dtype,
-        train_encoder_embeddings=m.train_encoder_embeddings,
+    template = get_template(d.template, d.encoder_template, d.lm_prompt)
+    lm_tokenizer = load_lm_tokenizer(m.lm)
+    lm_prefix = d.lm_prefix
+    if lm_prefix is None:
+        # The LM's BOS (the paper's layout) followed by the template's opening, e.g. ChatML's user turn.
+        lm_prefix = default_lm_prefix(lm_tokenizer) + template.lm_prefix
+    processor = LangBridgeProcessor(
+        load_encoder_tokenizer(m.encoder),
+        lm_tokenizer,
+        encoder_template=template.encoder_template,
+        lm_prompt=template.lm_prompt,
+        lm_prefix=lm_prefix,
         max_encoder_length=d.max_encoder_length,
         max_lm_length=d.max_lm_length,
-        encoder_layer=m.encoder_layer,
-        encoder_layer_mix=m.encoder_layer_mix,
-        bridge_input_norm=m.bridge_input_norm,
-        soft_token_norm="lm" if m.soft_token_norm else None,
+    )
+    model = LangBridgeModel.from_encoder_and_lm(
+        m.encoder, m.lm, dtype=torch_dtype, processor=processor, **model_settings(cfg)
     )
     if m.init_bridge_from:
         init_bridge(model, m.init_bridge_from)
@@ -196,23 +107,6 @@ def build_model_and_processor(cfg: TrainConfig, torch_dtype: torch.dtype) -> tup
         enable_checkpointing(model)
     if m.compile:
         compile_layers(model)
-    template = get_template(d.template, d.encoder_template, d.lm_prompt)
-    encoder_tokenizer = load_encoder_tokenizer(m.encoder)
-    lm_tokenizer = load_lm_tokenizer(m.lm)
-    lm_prefix = d.lm_prefix
-    if lm_prefix is None:
-        # The LM's BOS (the paper's layout) followed by the template's opening, e.g. ChatML's user turn.
-        lm_prefix = default_lm_prefix(lm_tokenizer) + template.lm_prefix
-    processor = LangBridgeProcessor(
-        encoder_tokenizer,
-        lm_tokenizer,
-        encoder_template=template.encoder_template,
-        lm_prompt=template.lm_prompt,
-        lm_prefix=lm_prefix,
-        max_encoder_length=d.max_encoder_length,
-        max_lm_length=d.max_lm_length,
-        soft_token_id=model.config.soft_token_id,
-    )
     return model, processor
 
 
@@ -221,7 +115,7 @@ def init_bridge(model: Any, source: str) -> None:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from langbridge.modeling import ADAPTER_WEIGHTS, FULL_WEIGHTS
+    from langbridge.checkpoint import ADAPTER_WEIGHTS, FULL_WEIGHTS
 
     folder = Path(source)
     files = [folder / name for name in (ADAPTER_WEIGHTS, FULL_WEIGHTS) if (folder / name).is_file()]
@@ -339,218 +233,8 @@ def resolve_grad_accum(cfg: TrainConfig, world: int) -> int:
     return cfg.effective_batch_size // per_step
 
 
-# ----------------------------------------------------------------------------- data iteration
-
-
-class BatchIterator:
-    """Endless batches for this rank, epoch after epoch, starting at a saved position."""
-
-    def __init__(self, data: TrainData, cfg: TrainConfig, collator: Collator, rank: int, world: int):
-        self.data, self.cfg, self.collator, self.rank, self.world = data, cfg, collator, rank, world
-        d = cfg.data
-        if data.train is not None:
-            self.lengths = token_lengths(data.train, collator.processor)
-        else:
-            assert data.stream is not None
-            self.streaming = StreamingBatches(
-                data.stream,
-                cfg.batch_size,
-                cfg.seed,
-                shuffle_buffer=d.shuffle_buffer,
-                group_by_length=d.group_by_length,
-                mega_batch_mult=d.mega_batch_mult,
-                rank=rank,
-                world_size=world,
-            )
-
-    def loader(self, epoch: int, start: int) -> DataLoader:
-        d = self.cfg.data
-        if self.data.train is not None:
-            sampler = EpochBatchSampler(
-                self.data.train_indices,
-                self.lengths,
-                self.cfg.batch_size,
-                self.cfg.seed,
-                epoch,
-                group_by_length=d.group_by_length,
-                mega_batch_mult=d.mega_batch_mult,
-                rank=self.rank,
-                world_size=self.world,
-                start=start,
-            )
-            return DataLoader(
-                self.data.train, batch_sampler=sampler, collate_fn=self.collator, num_workers=d.num_workers
-            )
-        self.streaming.set_position(epoch, start)
-        return DataLoader(self.streaming, batch_size=None, collate_fn=self.collator)
-
-    def __call__(self, epoch: int, start: int) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
-        """Yields (epoch, batches consumed in that epoch, batch)."""
-        while True:
-            produced = 0
-            for batch in self.loader(epoch, start):
-                start += 1
-                produced += 1
-                yield epoch, start, batch
-            if produced == 0 and start == 0:
-                raise RuntimeError("the training data produced no batches; check data sources and batch_size")
-            epoch, start = epoch + 1, 0
-
-
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; nothing from the diverged weights was saved."""
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-class Checkpointer:
-    def __init__(self, accelerator: Any, output_dir: Path, sharded: bool, keep: int | None):
-        self.accelerator = accelerator
-        self.output_dir = output_dir
-        self.sharded = sharded
-        self.keep = keep
-
-    def save(self, model: Any, optimizer: Any, scheduler: Any, pos: Position, cfg: TrainConfig) -> Path:
-        acc = self.accelerator
-        name = f"checkpoint-{pos.step}"
-        final = self.output_dir / name
-        tmp = self.output_dir / f".{name}.tmp"
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        with staged_checkpoint(tmp, self.output_dir, acc.is_main_process):
-            acc.wait_for_everyone()
-            if self.sharded:
-                with reporting_disk_full(tmp, name_from_error=True):
-                    acc.save_state(str(tmp))
-            elif acc.is_main_process:
-                weights = acc.unwrap_model(model).adapter_state_dict()
-                save_trainer_files(tmp, weights, optimizer, scheduler)
-            # Every rank saves its own RNG streams (dropout differs per rank), without pickle.
-            acc.wait_for_everyone()
-            save_rng_state(tmp, acc.process_index)
-            acc.wait_for_everyone()
-            if acc.is_main_process:
-                state = {**pos.__dict__, "world_size": acc.num_processes, "config": cfg.to_dict()}
-                atomic_write_text(tmp / STATE, json.dumps(state, indent=2))
-                _fsync_tree(tmp)  # make the files durable before the rename publishes them
-                if final.exists():
-                    shutil.rmtree(final)
-                os.replace(tmp, final)
-                atomic_write_text(self.output_dir / LATEST, name + "\n")
-                self._prune(keep_name=name)
-        acc.wait_for_everyone()
-        return final
-
-    def _prune(self, keep_name: str) -> None:
-        if self.keep is None:
-            return
-        checkpoints = list_checkpoints(self.output_dir)
-        for _, path in checkpoints[: max(0, len(checkpoints) - self.keep)]:
-            if path.name != keep_name:
-                shutil.rmtree(path, ignore_errors=True)
-
-    def load(self, path: Path, model: Any, optimizer: Any, scheduler: Any) -> Position:
-        acc = self.accelerator
-        # Named in errors about a truncated checkpoint: the newest complete one before it.
-        step = int(CHECKPOINT_RE.match(path.name).group(1)) if CHECKPOINT_RE.match(path.name) else 0
-        previous = next((p for s, p in reversed(list_checkpoints(self.output_dir)) if s < step), None)
-        try:
-            state = json.loads((path / STATE).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise CheckpointError(f"{path / STATE} is unreadable ({err})") from err
-        if state.get("world_size") != acc.num_processes:
-            raise RuntimeError(
-                f"{path} was written by {state.get('world_size')} process(es) but this run has {acc.num_processes}; "
-                "resume with the same number of processes (the data order depends on it)"
-            )
-        if self.sharded:
-            scan_pickled_files(path)  # accelerate unpickles without an allow-list
-            acc.load_state(str(path))
-        else:
-            from safetensors.torch import load_file
-
-            unwrapped = acc.unwrap_model(model)
-            try:
-                weights = load_file(path / TRAINABLE)
-            except Exception as err:  # safetensors raises its own error types for truncated files
-                raise CheckpointError(broken_checkpoint_message(path / TRAINABLE, previous, err)) from err
-            expected = set(unwrapped.adapter_state_dict())
-            if set(weights) != expected:
-                raise RuntimeError(
-                    f"{path / TRAINABLE} holds different weights than this model trains "
-                    f"(missing {sorted(expected - set(weights))[:3]}, extra {sorted(set(weights) - expected)[:3]}); "
-                    "was the config (bridge, freeze_encoder) changed since the checkpoint?"
-                )
-            unwrapped.load_state_dict(weights, strict=False)
-            optimizer.load_state_dict(load_torch_state(path / OPTIMIZER, previous))
-            scheduler.load_state_dict(load_torch_state(path / SCHEDULER, previous))
-        load_rng_state(path, acc.process_index, previous)
-        return Position(**{k: state[k] for k in Position.__dataclass_fields__})
-
-
-# Settings that do not change what is computed, so they may differ between a run and its resumption.
-RESUME_NEUTRAL = (
-    "output_dir",
-    "max_steps",
-    "num_epochs",
-    "log_interval",
-    "eval_interval",
-    "eval_batch_size",
-    "save_interval",
-    "save_total_limit",
-    "report_to",
-    "progress_bar",
-    "num_threads",
-)
-
-
-def config_changes(checkpoint: Path, cfg: TrainConfig) -> list[str]:
-    """Dotted keys whose value differs between the checkpoint's config and `cfg` (outside RESUME_NEUTRAL)."""
-    saved = json.loads((checkpoint / STATE).read_text(encoding="utf-8")).get("config") or {}
-    old, new = _flatten(saved), _flatten(cfg.to_dict())
-    return sorted(
-        f"{k} ({old.get(k)!r} -> {new.get(k)!r})"
-        for k in set(old) | set(new)
-        if old.get(k) != new.get(k) and k not in RESUME_NEUTRAL
-    )
-
-
-def _fsync_tree(root: Path) -> None:
-    for f in root.rglob("*"):
-        if f.is_file():
-            with open(f, "rb") as handle:
-                os.fsync(handle.fileno())
-
-
-# ----------------------------------------------------------------------------- metrics
-
-
-class MetricsWriter:
-    """Appends JSON lines to output_dir/metrics.jsonl (main process) and forwards to accelerate trackers."""
-
-    def __init__(self, accelerator: Any, path: Path, trackers: bool):
-        self.accelerator = accelerator
-        self.path = path
-        self.trackers = trackers
-
-    def truncate_after(self, step: int) -> None:
-        """On resume, drop rows the killed run logged after its last checkpoint (they will be redone)."""
-        if self.accelerator.is_main_process and self.path.exists():
-            rows = [r for r in read_metrics(self.path.parent) if r.get("step", 0) <= step]
-            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
-
-    def write(self, row: dict[str, Any]) -> None:
-        if self.accelerator.is_main_process:
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(row) + "\n")
-                handle.flush()
-        if self.trackers:
-            values = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}
-            self.accelerator.log(
-                {f"{row.get('split', 'train')}/{k}": v for k, v in values.items()}, step=row["step"]
-            )
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -585,13 +269,8 @@ def train(config: TrainConfig, resume: bool | str = False) -> Path:
     resume: True continues from ``output_dir/latest`` and fails when there is none; ``"auto"`` continues
     when there is a checkpoint and starts from step 0 otherwise."""
     cfg = validate(config)
-    threads = torch.get_num_threads()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    try:
+    with torch_threads(cfg.num_threads):  # a Python caller's process keeps its own setting
         return _train(cfg, resume)
-    finally:
-        torch.set_num_threads(threads)  # a Python caller's process keeps its own setting
 
 
 def _train(cfg: TrainConfig, resume: bool | str) -> Path:
@@ -717,7 +396,7 @@ def _train(cfg: TrainConfig, resume: bool | str) -> Path:
     elif main and (output_dir / METRICS).exists():
         (output_dir / METRICS).unlink()
     if trackers:
-        accelerator.init_trackers("langbridge", config=_flatten(cfg.to_dict()))
+        accelerator.init_trackers("langbridge", config=flatten_config(cfg.to_dict()))
 
     if main:
         logger.info(
@@ -886,7 +565,7 @@ def save_final(accelerator: Any, model: Any, processor: Any, final_dir: Path, sh
     if sharded:
         from safetensors.torch import save_file
 
-        from langbridge.modeling import ADAPTER_WEIGHTS
+        from langbridge.checkpoint import ADAPTER_WEIGHTS
 
         # Sharded engines gather the full state on the main process; keep only what was trained.
         full = accelerator.get_state_dict(model)
