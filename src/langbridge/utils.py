@@ -244,6 +244,31 @@ def model_load_error(spec: str | os.PathLike, err: BaseException) -> str:
     )
 
 
+DATA_ENV_VAR = "LANGBRIDGE_DATA"
+
+
+def find_data_dir(
+    explicit: str | os.PathLike | None,
+    not_a_dir: Any,
+    fallbacks: Iterable[Path],
+) -> Path | None:
+    """The shared data root, one rule for training and evaluation: an explicit folder, else $LANGBRIDGE_DATA,
+    else the first existing fallback (e.g. ../shared/data). `not_a_dir(what)` builds the caller's error for a
+    given folder that is not a directory (`what`: "explicit" or the env var's name and value)."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_dir():
+            raise not_a_dir(None)
+        return path
+    env = os.environ.get(DATA_ENV_VAR)
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_dir():
+            raise not_a_dir(env)
+        return path
+    return next((p for p in fallbacks if p.is_dir()), None)
+
+
 def adds_bos(tokenizer: Any) -> bool:
     """True when `tokenizer` puts its BOS token before a text (LLaMA-style), False when it adds none."""
     bos = tokenizer.bos_token_id

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..utils import DATA_ENV_VAR, find_data_dir
+
 __all__ = ["DataSource", "DataNotFoundError", "resolve_data_dir"]
 
-ENV_VAR = "LANGBRIDGE_DATA"
+ENV_VAR = DATA_ENV_VAR
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -24,23 +26,18 @@ class DataNotFoundError(FileNotFoundError):
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
     """The data root: explicit argument, else $LANGBRIDGE_DATA, else ./../shared/data if it exists."""
-    if data_dir is not None:
-        path = Path(data_dir).expanduser()
-        if not path.is_dir():
-            raise DataNotFoundError(
-                f"--data-dir {path} is not a directory; pass the folder holding mgsm/, xcopa/, ..."
+
+    def not_a_dir(env: str | None) -> DataNotFoundError:
+        if env is None:
+            return DataNotFoundError(
+                f"--data-dir {Path(data_dir).expanduser()} is not a directory; pass the folder holding mgsm/, "
+                "xcopa/, ..."
             )
-        return path
-    env = os.environ.get(ENV_VAR)
-    if env:
-        path = Path(env).expanduser()
-        if not path.is_dir():
-            raise DataNotFoundError(
-                f"{ENV_VAR}={env} is not a directory; point it at the folder holding mgsm/, xcopa/, ..."
-            )
-        return path
-    default = Path.cwd().parent / "shared" / "data"
-    return default if default.is_dir() else None
+        return DataNotFoundError(
+            f"{ENV_VAR}={env} is not a directory; point it at the folder holding mgsm/, xcopa/, ..."
+        )
+
+    return find_data_dir(data_dir, not_a_dir, (Path.cwd().parent / "shared" / "data",))
 
 
 def _hub_offline() -> bool:

@@ -119,30 +119,19 @@ def no_context(backend: Any, targets: Sequence[str]) -> dict[str, Any]:
 
 
 def evaluate_model(
-    name: str,
-    out: Path,
-    settings: Any,
-    *,
-    lm_pair: tuple[Any, Any] | None = None,
-    langbridge_pair: tuple[Any, Any] | None = None,
-    mgsm: bool = True,
-    chrf: bool = True,
+    backend: Any, out: Path, settings: Any, *, mgsm: bool = True, chrf: bool = True
 ) -> dict[str, Any]:
-    """All tasks for one model, cached in OUTPUT/scores/<name>.json."""
-    from langbridge.evaluation import CausalLMBackend, LangBridgeBackend
+    """All tasks for one loaded model (`load_model`), cached in OUTPUT/scores/<backend.name>.json."""
+    from langbridge.evaluation import CausalLMBackend
 
+    name = backend.name
+    lm_alone = isinstance(backend, CausalLMBackend)
     path = out / "scores" / f"{name}.json"
     fingerprint = {**{k: getattr(settings, k) for k in EVAL_FINGERPRINT_KEYS}, "mgsm": mgsm, "chrf": chrf}
     if path.exists():
         cached = json.loads(path.read_text(encoding="utf-8"))
         if cached.get("settings") == fingerprint:
             return cached
-    if lm_pair is not None:
-        backend: Any = CausalLMBackend(*lm_pair, batch_size=settings.eval_batch_size, name=name)
-    elif langbridge_pair is not None:
-        backend = LangBridgeBackend(*langbridge_pair, batch_size=settings.eval_batch_size, name=name)
-    else:
-        raise ValueError("evaluate_model needs lm_pair or langbridge_pair")
     eval_dir = out / "eval" / name
     result: dict[str, Any] = {"name": name, "settings": fingerprint}
     timing: dict[str, float] = {}
@@ -152,7 +141,7 @@ def evaluate_model(
         result[key] = eval_loss_task(
             backend, task, settings.flores_languages, eval_dir, settings, limits[key]
         )
-        if lm_pair is not None:
+        if lm_alone:
             result[key]["no_context"] = no_context(backend, result[key]["targets"])
         timing[key] = round(time.perf_counter() - started, 1)
     runs: list[tuple[str, str, list[str], dict[str, Any]]] = [

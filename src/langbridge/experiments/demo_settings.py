@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from langbridge.configuration import DEFAULT_BRIDGE_TYPE
 from langbridge.utils import atomic_write_text
 
 RECIPES = ("aligned", "labeled", "unlabeled")
@@ -75,7 +76,7 @@ class DemoSettings:
     steps: int = field(default_factory=lambda: recipe_defaults("aligned")[0])
     batch_size: int = 8
     lr_bridge: float = field(default_factory=lambda: recipe_defaults("aligned")[1])
-    bridge: str = "linear"
+    bridge: str = DEFAULT_BRIDGE_TYPE
     freeze_encoder: bool = True
     checkpoints: int = 4  # intermediate checkpoints per run (for the data-amount ablation)
     flores_languages: list[str] = field(default_factory=lambda: list(FLORES_LANGUAGES))
@@ -138,7 +139,7 @@ def read_json(path: Path) -> Any:
 
 
 def resolve_data_root(settings: DemoSettings) -> Path:
-    from langbridge.training.data import resolve_data_dir
+    from langbridge.training.sources import resolve_data_dir
 
     root = resolve_data_dir(settings.data_dir)
     if root is None:

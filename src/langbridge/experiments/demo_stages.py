@@ -19,7 +19,6 @@ import gc
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from langbridge.utils import atomic_write_text
+from langbridge.utils import atomic_write_text, peak_rss_mb
 
 from .demo_eval import evaluate_model
 from .demo_report import build_report, rebuild_report
@@ -70,13 +69,6 @@ class Timer:
         entry["wall_s"] = round(entry["wall_s"] + time.perf_counter() - wall, 1)
         entry["cpu_s"] = round(entry["cpu_s"] + time.process_time() - cpu, 1)
         write_json(self.path, self.data)
-
-
-def _peak_rss_mb() -> float:
-    import resource
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
 # ----------------------------------------------------------------------------- 1. English corpus
@@ -224,35 +216,26 @@ def train_all(settings: DemoSettings, out: str | os.PathLike) -> list[Path]:
 # ----------------------------------------------------------------------------- 3b. evaluation
 
 
-def load_langbridge(checkpoint: Path, weights: Path | None = None) -> tuple[Any, Any]:
-    """A trained model and its processor, with the eval-time length limits opened up (FLORES sentences can be
-    longer than the short training inputs). `weights`: an intermediate checkpoint's trainable.safetensors."""
-    import torch
+def load_model(
+    name: str, settings: DemoSettings, checkpoint: Path | None = None, weights: Path | None = None
+) -> Any:
+    """The evaluation backend of a trained checkpoint, or of the LM alone (`checkpoint` None), in float32. A
+    checkpoint's length limits are opened up (FLORES sentences can be longer than the short training inputs);
+    `weights`: an intermediate checkpoint's trainable.safetensors."""
+    from langbridge.evaluation import load_backend
 
-    from langbridge import LangBridgeModel, LangBridgeProcessor
-
-    model = LangBridgeModel.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    options = dict(batch_size=settings.eval_batch_size, dtype="float32", name=name, device="cpu")
+    if checkpoint is None:
+        return load_backend(settings.lm, lm_only=True, **options)
+    backend = load_backend(checkpoint, **options)
     if weights is not None:
         from safetensors.torch import load_file
 
-        model.load_adapter_state_dict(load_file(weights), source=str(weights))
-    positions = getattr(model.encoder.config, "max_position_embeddings", None) or 512
-    processor = LangBridgeProcessor.from_pretrained(
-        checkpoint, max_encoder_length=min(256, int(positions)), max_lm_length=256
-    )
-    return model, processor
-
-
-def load_lm(name: str) -> tuple[Any, Any]:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from langbridge.processing import load_lm_tokenizer
-    from langbridge.utils import resolve_model_name
-
-    source = resolve_model_name(name)
-    lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
-    return lm, load_lm_tokenizer(source)
+        backend.model.load_adapter_state_dict(load_file(weights), source=str(weights))
+    positions = getattr(backend.model.encoder.config, "max_position_embeddings", None) or 512
+    backend.processor.max_encoder_length = min(256, int(positions))
+    backend.processor.max_lm_length = 256
+    return backend
 
 
 # ----------------------------------------------------------------------------- the pipeline
@@ -274,9 +257,7 @@ def run_demo(settings: DemoSettings, out: str | os.PathLike, *, mgsm: bool = Tru
         corpus = prepare_corpus(out, settings, root)
 
     with timer.stage("eval lm_alone"):
-        lm_pair = load_lm(settings.lm)
-        evaluate_model("lm_alone", out, settings, lm_pair=lm_pair, mgsm=mgsm)
-        del lm_pair
+        evaluate_model(load_model("lm_alone", settings), out, settings, mgsm=mgsm)
         _free()
 
     checkpoints = []
@@ -286,23 +267,16 @@ def run_demo(settings: DemoSettings, out: str | os.PathLike, *, mgsm: bool = Tru
             final = train_run(cfg)
         checkpoints.append(final)
         with timer.stage(f"eval seed{seed}"):
-            pair = load_langbridge(final)
             # Generation (MGSM, chrF) is the slowest part; the first seed shows it.
-            evaluate_model(
-                f"langbridge_seed{seed}",
-                out,
-                settings,
-                langbridge_pair=pair,
-                mgsm=mgsm and i == 0,
-                chrf=i == 0,
-            )
-            del pair
+            backend = load_model(f"langbridge_seed{seed}", settings, final)
+            evaluate_model(backend, out, settings, mgsm=mgsm and i == 0, chrf=i == 0)
+            del backend
             _free()
 
     if pca and checkpoints:
         with timer.stage("pca"):
             run_pca(checkpoints[0], out / "pca", settings)
-    return rebuild_report(out, peak_rss_mb=round(_peak_rss_mb(), 1))
+    return rebuild_report(out, peak_rss_mb=round(peak_rss_mb(), 1))
 
 
 def run_pca(checkpoint: Path, out_dir: Path, settings: DemoSettings) -> dict[str, Any]:
@@ -344,9 +318,7 @@ def run_pilot(settings: DemoSettings, out: str | os.PathLike, steps: int) -> dic
     timer = Timer(out / "timing.json")
     corpus = prepare_corpus(out, settings, root)
     with timer.stage("eval lm_alone"):
-        baseline = evaluate_model(
-            "lm_alone", out, settings, lm_pair=load_lm(settings.lm), mgsm=False, chrf=False
-        )
+        baseline = evaluate_model(load_model("lm_alone", settings), out, settings, mgsm=False, chrf=False)
     results: dict[str, Any] = {"settings": asdict(settings), "recipes": {}}
     for recipe in RECIPES:
         with timer.stage(f"train {recipe}"):
@@ -356,7 +328,7 @@ def run_pilot(settings: DemoSettings, out: str | os.PathLike, steps: int) -> dic
             final = train_run(cfg)
         with timer.stage(f"eval {recipe}"):
             scores = evaluate_model(
-                recipe, out, settings, langbridge_pair=load_langbridge(final), mgsm=False, chrf=False
+                load_model(recipe, settings, final), out, settings, mgsm=False, chrf=False
             )
         _free()
         results["recipes"][recipe] = build_report(baseline, [scores], settings)
@@ -387,7 +359,7 @@ def run_ablations(
     main_scores = read_json(out / "scores" / f"langbridge_seed{seed}.json")
 
     rows: dict[str, Any] = {"data_amount": [], "variants": {}}
-    from langbridge.training.recipe import list_checkpoints
+    from langbridge.training.checkpointing import list_checkpoints
 
     for step, path in list_checkpoints(main_dir):
         if step >= settings.steps:
@@ -398,9 +370,9 @@ def run_ablations(
             if scores_path.exists():
                 scores = read_json(scores_path)
             else:
-                pair = load_langbridge(final, weights=path / "trainable.safetensors")
-                scores = evaluate_model(name, out, settings, langbridge_pair=pair, mgsm=False, chrf=False)
-                del pair
+                backend = load_model(name, settings, final, weights=path / "trainable.safetensors")
+                scores = evaluate_model(backend, out, settings, mgsm=False, chrf=False)
+                del backend
                 _free()
         rows["data_amount"].append(_ablation_row(step, settings, baseline, scores))
     rows["data_amount"].append(_ablation_row(settings.steps, settings, baseline, main_scores))
@@ -417,14 +389,8 @@ def run_ablations(
             if scores_path.exists():
                 scores = read_json(scores_path)
             else:
-                scores = evaluate_model(
-                    f"ablation_{slug}",
-                    out,
-                    settings,
-                    langbridge_pair=load_langbridge(trained),
-                    mgsm=False,
-                    chrf=False,
-                )
+                backend = load_model(f"ablation_{slug}", settings, trained)
+                scores = evaluate_model(backend, out, settings, mgsm=False, chrf=False)
                 _free()
         rows["variants"][label] = _ablation_row(settings.steps, settings, baseline, scores)
     rows["timing_s"] = timer.data

@@ -8,12 +8,11 @@ import gzip
 import io
 import json
 import logging
-import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from langbridge.training.config import DataSource
-from langbridge.utils import hub_offline, utf8_lines
+from langbridge.utils import find_data_dir, hub_offline, utf8_lines
 
 logger = logging.getLogger("langbridge.training")
 
@@ -34,21 +33,13 @@ def repo_shared_data() -> Path:
 
 def resolve_data_dir(data_dir: str | None = None) -> Path | None:
     """data.data_dir, else $LANGBRIDGE_DATA, else ../shared/data (from the CWD, then from the repo)."""
-    if data_dir:
-        path = Path(data_dir).expanduser()
-        if not path.is_dir():
-            raise DataError(f"data.data_dir={data_dir!r} is not a directory; fix the path or unset it")
-        return path
-    env = os.environ.get("LANGBRIDGE_DATA")
-    if env:
-        path = Path(env).expanduser()
-        if not path.is_dir():
-            raise DataError(f"LANGBRIDGE_DATA={env!r} is not a directory; fix it or unset it")
-        return path
-    for candidate in (Path.cwd().parent / "shared" / "data", repo_shared_data()):
-        if candidate.is_dir():
-            return candidate
-    return None
+
+    def not_a_dir(env: str | None) -> DataError:
+        if env is None:
+            return DataError(f"data.data_dir={data_dir!r} is not a directory; fix the path or unset it")
+        return DataError(f"LANGBRIDGE_DATA={env!r} is not a directory; fix it or unset it")
+
+    return find_data_dir(data_dir, not_a_dir, (Path.cwd().parent / "shared" / "data", repo_shared_data()))
 
 
 def _candidates(source: DataSource, data_dir: Path | None) -> list[Path]:
