@@ -126,7 +126,9 @@ def write_legacy_copy(src: str | Path, dst: str | Path, weights: bool = False) -
         template_file = src / "chat_template.jinja"
         template = template_file.read_text(encoding="utf-8") if template_file.is_file() else None
         tok_config_file = src / "tokenizer_config.json"
-        tok_config = json.loads(tok_config_file.read_text(encoding="utf-8")) if tok_config_file.is_file() else {}
+        tok_config = (
+            json.loads(tok_config_file.read_text(encoding="utf-8")) if tok_config_file.is_file() else {}
+        )
         _write_json(dst / "tokenizer_config.json", legacy_tokenizer_config(tok_config, template))
         if (src / "special_tokens_map.json").is_file():
             shutil.copy2(src / "special_tokens_map.json", dst / "special_tokens_map.json")
@@ -148,7 +150,9 @@ def _write_json(path: Path, data: Any, indent: int | None = 2) -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # The LangBridge checkpoint in the official format
-def official_state_dict(state: dict[str, Any], lm_base: str = "model", head: str = "lm_head") -> dict[str, Any]:
+def official_state_dict(
+    state: dict[str, Any], lm_base: str = "model", head: str = "lm_head"
+) -> dict[str, Any]:
     """Our state dict (encoder.*, bridge.*, lm.<base>.*, lm.<head>.*) under the official keys (lb.enc.*,
     lb.alignment.*, lb.lm.*, lb.lm_head.*, lb.embeddings.*): the inverse of convert_official.map_official_keys.
     A tied head missing from `state` is written from the input embeddings, as are lb.embeddings.*. Tensors are
@@ -174,7 +178,9 @@ def official_state_dict(state: dict[str, Any], lm_base: str = "model", head: str
     return out
 
 
-def official_config(enc: str, lm: str, dim_enc: int, dim_lm: int, alignments: str = "linear") -> dict[str, Any]:
+def official_config(
+    enc: str, lm: str, dim_enc: int, dim_lm: int, alignments: str = "linear"
+) -> dict[str, Any]:
     """config.json of the official LangBridgeConfig (langbridge/configuration_langbridge.py)."""
     return {
         "architectures": ["LangBridgeModel"],
@@ -196,7 +202,9 @@ def write_official_checkpoint(model: Any, dst: str | Path, enc_dir: str | Path, 
 
     cfg = model.config
     if cfg.bridge_type not in ("linear", "ffn"):
-        raise ValueError(f"bridge_type={cfg.bridge_type!r}: the official code has linear and ffn bridges only.")
+        raise ValueError(
+            f"bridge_type={cfg.bridge_type!r}: the official code has linear and ffn bridges only."
+        )
     if getattr(cfg, "encoder_layer_mix", False) or getattr(cfg, "bridge_input_norm", False):
         raise ValueError("Layer mixing and input norms have no official counterpart.")
     if getattr(cfg, "soft_token_norm", None) not in (None, 0, False):

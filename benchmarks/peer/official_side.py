@@ -68,11 +68,14 @@ def _adapt_auto_encoder(module: Any) -> None:
 def import_official(checkout: Path, allow_stubs: bool) -> tuple[Any, Any, Any, list[str]]:
     """(LangBridgeModel, LBLlama, LBSeq2SeqLM, stubbed module names) from the checkout."""
     sys.path[:0] = [str(checkout), str(checkout / "evaluation-harness")]
-    from langbridge import LangBridgeModel  # the official package
     from langbridge.modeling_langbridge import LBLlama
 
+    from langbridge import LangBridgeModel  # the official package
+
     if not Path(sys.modules["langbridge"].__file__).resolve().is_relative_to(checkout.resolve()):
-        raise RuntimeError(f"imported langbridge from {sys.modules['langbridge'].__file__}, not from {checkout}")
+        raise RuntimeError(
+            f"imported langbridge from {sys.modules['langbridge'].__file__}, not from {checkout}"
+        )
     _adapt_auto_encoder(sys.modules["langbridge.modeling_langbridge"])
     stubbed: list[str] = []
     while True:
@@ -208,7 +211,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
     loaded = load(args)
     model, enc_tok, lm_tok = loaded["model"], loaded["enc_tok"], loaded["lm_tok"]
-    questions = json.loads((Path(args.assets) / "questions.json").read_text(encoding="utf-8"))["encoder_texts"]
+    questions = json.loads((Path(args.assets) / "questions.json").read_text(encoding="utf-8"))[
+        "encoder_texts"
+    ]
     questions = questions[: args.questions] if args.questions else questions
     device = args.device
     lm = loaded["LBSeq2SeqLM"](
@@ -231,6 +236,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+    load_peak = _rss_mb("VmHWM")  # loading included; reset next, so the peak below is generation's
     reset = _reset_peak_rss()
     tokens: list[list[int]] = []
     texts: list[str] = []
@@ -256,13 +262,10 @@ def cmd_generate(args: argparse.Namespace) -> None:
         "tokens": tokens,
         "texts": texts,
         "peak_rss_mb": _rss_mb("VmHWM") if reset else None,
-        "peak_rss_process_mb": None,
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
         "meta": loaded["meta"],
     }
-    import resource
-
-    result["peak_rss_process_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_process_mb"] = max(filter(None, [load_peak, result["peak_rss_mb"]]), default=None)
     Path(args.out).write_text(json.dumps(result), encoding="utf-8")
     print(
         f"official batch {args.batch_size}: {n_tokens} tokens in {seconds:.1f} s = {n_tokens / seconds:.2f} tokens/s",

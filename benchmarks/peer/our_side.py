@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -77,7 +76,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         weights, tokenizers = f"checkpoint {args.checkpoint}", "from the checkpoint"
     else:
         pair = build_pair(
-            "default",
+            args.pair,
             texts=text_sample(data_dir, 500),
             random_weights=args.random_weights,
             device=torch.device("cpu"),
@@ -90,7 +89,9 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         tokenizers = pair.tokenizers
     lm_tok = base.lm_tokenizer
     if lm_tok.bos_token is None:
-        raise SystemExit("the LM tokenizer has no BOS token; the official harness feeds the BOS as the LM input")
+        raise SystemExit(
+            "the LM tokenizer has no BOS token; the official harness feeds the BOS as the LM input"
+        )
     # The official harness's layout: BOS, bridged states, enc_eos; no LM prompt.
     processor = LangBridgeProcessor(
         base.encoder_tokenizer,
@@ -118,8 +119,12 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     texts = [HARNESS_CONTEXT.format(question=q) for q in questions]
     (assets / "questions.json").write_text(
         json.dumps(
-            {"language": args.language, "data": f"{data_dir} ({data_source})", "questions": questions,
-             "encoder_texts": texts},
+            {
+                "language": args.language,
+                "data": f"{data_dir} ({data_source})",
+                "questions": questions,
+                "encoder_texts": texts,
+            },
             ensure_ascii=False,
             indent=1,
         ),
@@ -128,8 +133,15 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     (assets / "logit_check.json").write_text(
         json.dumps({"lm_text": LM_CHECK_TEXT, "question": texts[0]}, ensure_ascii=False), encoding="utf-8"
     )
-    meta = {"weights": weights, "tokenizers": tokenizers, "seed": args.seed, "data": data_source,
-            "lm_prefix": processor.lm_prefix, "soft_token_id": processor.soft_token_id}
+    meta = {
+        "pair": args.pair if not args.checkpoint else "checkpoint",
+        "weights": weights,
+        "tokenizers": tokenizers,
+        "seed": args.seed,
+        "data": data_source,
+        "lm_prefix": processor.lm_prefix,
+        "soft_token_id": processor.soft_token_id,
+    }
     (assets / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     print(f"prepared {assets}: {meta}", flush=True)
 
@@ -176,6 +188,7 @@ def _measure(args: argparse.Namespace, system_mode: str, work: Any) -> None:
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
+        load_peak = _rss_mb("VmHWM")  # loading included; reset next, so the peak below is generation's
         reset = _reset_peak_rss()
         start = time.perf_counter()
         tokens = work(model, processor, texts, args.new_tokens)
@@ -195,19 +208,28 @@ def _measure(args: argparse.Namespace, system_mode: str, work: Any) -> None:
         "tokens": tokens,
         "texts": [processor.lm_tokenizer.decode(t, skip_special_tokens=True) for t in tokens],
         "peak_rss_mb": _rss_mb("VmHWM") if reset else None,
-        "peak_rss_process_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_process_mb": max(filter(None, [load_peak, _rss_mb("VmHWM")]), default=None),
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
         "meta": _meta(args),
     }
     Path(args.out).write_text(json.dumps(result), encoding="utf-8")
-    print(f"ours {system_mode}: {n_tokens} tokens in {seconds:.1f} s = {n_tokens / seconds:.2f} tokens/s", flush=True)
+    print(
+        f"ours {system_mode}: {n_tokens} tokens in {seconds:.1f} s = {n_tokens / seconds:.2f} tokens/s",
+        flush=True,
+    )
 
 
 def _meta(args: argparse.Namespace) -> dict[str, Any]:
     import transformers
 
-    return {"transformers": transformers.__version__, "torch": str(torch.__version__), "python": sys.version.split()[0],
-            "threads": torch.get_num_threads(), "dtype": args.dtype, "device": args.device}
+    return {
+        "transformers": transformers.__version__,
+        "torch": str(torch.__version__),
+        "python": sys.version.split()[0],
+        "threads": torch.get_num_threads(),
+        "dtype": args.dtype,
+        "device": args.device,
+    }
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -235,7 +257,9 @@ def cmd_engine(args: argparse.Namespace) -> None:
 
     def work(model: Any, processor: Any, texts: list[str], n: int) -> list[list[int]]:
         def prefill(idx: list[int]) -> Any:
-            return prefill_batch(model, processor([texts[i] for i in idx], padding_side="left").to(args.device))
+            return prefill_batch(
+                model, processor([texts[i] for i in idx], padding_side="left").to(args.device)
+            )
 
         tokens: list[list[int]] = [[] for _ in texts]
         for i, ids in continuous_greedy(model, prefill, [n] * len(texts), args.batch_size, eos_ids=[]):
@@ -257,17 +281,39 @@ def cmd_eval(args: argparse.Namespace) -> None:
     data_dir = meta["data"].rsplit(" (", 1)[0]
     n = args.questions or len(meta["questions"])
     with tempfile.TemporaryDirectory() as out_dir:
-        argv = ["eval", str(assets / "ours"), "--tasks", "mgsm", "--languages", meta["language"], "--limit", str(n),
-                "--max-new-tokens", str(args.new_tokens), "--data-dir", data_dir, "--output", out_dir,
-                "--device", args.device, "--no-progress", "--offline", "--overwrite"]
+        argv = [
+            "eval",
+            str(assets / "ours"),
+            "--tasks",
+            "mgsm",
+            "--languages",
+            meta["language"],
+            "--limit",
+            str(n),
+            "--max-new-tokens",
+            str(args.new_tokens),
+            "--data-dir",
+            data_dir,
+            "--output",
+            out_dir,
+            "--device",
+            args.device,
+            "--no-progress",
+            "--offline",
+            "--overwrite",
+        ]
         torch.set_num_threads(args.threads)
-        reset = _reset_peak_rss()
+        reset = _reset_peak_rss()  # the model loads inside the command: this peak includes loading
         start = time.perf_counter()
         rc = cli_main(argv)
         seconds = time.perf_counter() - start
         if rc:
             raise SystemExit(f"langbridge eval exited {rc}")
-        rows = [json.loads(line) for f in sorted(Path(out_dir).rglob("*.jsonl")) for line in f.open(encoding="utf-8")]
+        rows = [
+            json.loads(line)
+            for f in sorted(Path(out_dir).rglob("*.jsonl"))
+            for line in f.open(encoding="utf-8")
+        ]
     tok = load_lm_tokenizer(str(assets / "ours"))
     outputs = [r.get("output", "") for r in rows]
     counts = [len(tok(o, add_special_tokens=False)["input_ids"]) for o in outputs]
@@ -283,7 +329,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         "texts": outputs,
         "argv": argv,
         "peak_rss_mb": _rss_mb("VmHWM") if reset else None,
-        "peak_rss_process_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_process_mb": _rss_mb("VmHWM"),
         "peak_gpu_mb": None,
         "meta": _meta(args),
     }
@@ -305,11 +351,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--language", default="sw")
     p.add_argument("--data-dir")
     p.add_argument("--random-weights", action="store_true")
-    p.add_argument("--checkpoint", help="a trained LangBridge checkpoint to compare with (default: a fresh model)")
+    p.add_argument("--pair", choices=("default", "tiny"), default="default", help="tiny: for smoke tests")
+    p.add_argument(
+        "--checkpoint", help="a trained LangBridge checkpoint to compare with (default: a fresh model)"
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    {"prepare": cmd_prepare, "logits": cmd_logits, "generate": cmd_generate, "engine": cmd_engine,
-     "eval": cmd_eval}[args.command](args)
+    {
+        "prepare": cmd_prepare,
+        "logits": cmd_logits,
+        "generate": cmd_generate,
+        "engine": cmd_engine,
+        "eval": cmd_eval,
+    }[args.command](args)
 
 
 if __name__ == "__main__":
