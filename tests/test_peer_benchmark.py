@@ -16,10 +16,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CORPUS, train_byte_bpe
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from benchmarks.peer.legacy import (
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.peer.legacy import (  # noqa: E402
     legacy_model_config,
     legacy_tokenizer_config,
     legacy_tokenizer_json,
@@ -27,7 +32,6 @@ from benchmarks.peer.legacy import (
     write_legacy_copy,
     write_official_checkpoint,
 )
-from tests.conftest import CORPUS, train_byte_bpe
 
 PEER_PYTHON = os.environ.get("LANGBRIDGE_PEER_PYTHON")
 needs_peer_env = pytest.mark.skipif(

@@ -311,7 +311,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
             raise SystemExit(f"langbridge eval exited {rc}")
         rows = [
             json.loads(line)
-            for f in sorted(Path(out_dir).rglob("*.jsonl"))
+            for f in sorted(Path(out_dir).glob("predictions/*.jsonl"))
             for line in f.open(encoding="utf-8")
         ]
     tok = load_lm_tokenizer(str(assets / "ours"))
