@@ -191,9 +191,10 @@ def cmd_logits(args: argparse.Namespace) -> None:
         # 2. The whole official LangBridge forward on one question, as the harness lays it out (BOS as LM input).
         loaded = load(args)
         model, enc_tok, lm_tok = loaded["model"], loaded["enc_tok"], loaded["lm_tok"]
-        model.eval()
+        model.to(args.device).eval()
         enc = enc_tok([request["question"]], padding=True, add_special_tokens=True, return_tensors="pt")
-        input_ids = torch.tensor([[lm_tok.bos_token_id]])
+        enc = enc.to(args.device)
+        input_ids = torch.tensor([[lm_tok.bos_token_id]], device=args.device)
         logits = model(
             enc_ids=enc["input_ids"],
             enc_mask=enc["attention_mask"],
@@ -201,7 +202,7 @@ def cmd_logits(args: argparse.Namespace) -> None:
             attention_mask=torch.ones_like(input_ids),
         ).logits[0]
         out["lb_enc_ids"] = enc["input_ids"][0].tolist()
-        out["lb_logits"] = logits.float()
+        out["lb_logits"] = logits.float().cpu()
         out["meta"] = loaded["meta"]
     torch.save(out, args.out)
 

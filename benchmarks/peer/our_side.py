@@ -159,8 +159,6 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
 
 
 def cmd_logits(args: argparse.Namespace) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     torch.set_num_threads(args.threads)
     assets = Path(args.assets)
     request = json.loads((assets / "logit_check.json").read_text(encoding="utf-8"))
@@ -171,12 +169,11 @@ def cmd_logits(args: argparse.Namespace) -> None:
         tok = processor.lm_tokenizer
         ids = tok(request["lm_text"], return_tensors="pt")["input_ids"]
         out["lm_input_ids"] = ids[0].tolist()
-        out["lm_logits"] = model.lm(input_ids=ids).logits[0].float()
+        out["lm_logits"] = model.lm(input_ids=ids.to(args.device)).logits[0].float().cpu()
         # 2. The whole LangBridge forward on one question (BOS, bridged states, enc_eos).
-        batch = processor([request["question"]])
+        batch = processor([request["question"]]).to(args.device)
         out["lb_enc_ids"] = batch["encoder_input_ids"][0].tolist()
-        out["lb_logits"] = model(**batch).logits[0].float()
-        del AutoModelForCausalLM, AutoTokenizer
+        out["lb_logits"] = model(**batch).logits[0].float().cpu()
     torch.save(out, args.out)
 
 
