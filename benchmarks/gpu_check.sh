@@ -110,7 +110,7 @@ if [[ -f .peer_assets/official/langbridge/modeling_langbridge.py ]] && compgen -
     PEER_WHEELS="$OUT/peer-wheels"
     step peer-wheels 300 bash benchmarks/peer/setup_official_env.sh --wheels "$PEER_WHEELS" \
       "$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
-    PEER=(--device cpu --dtype fp32 --threads 1 --questions 2 --new-tokens 4 --batch 2 --engine-batches 2 --skip-eval)
+    PEER=(--pair tiny --device cpu --dtype fp32 --threads 1 --questions 2 --new-tokens 4 --batch 2 --engine-batches 2)
     PEER_LIMIT=1500
   else
     PEER=(--device cuda --dtype bf16 --threads 8)
