@@ -4,13 +4,21 @@
 #   .whl/           transformers 5.24.0 (+ regex, whose required version may be missing) wheels for Python 3.12
 #   .bench_assets/  the default pair's tokenizers (from the converted pretrained models) and the benchmark data
 #                   (GSM8K train, MGSM en/zh/sw/bn) copied from ../shared/data; nothing here is committed
+#   .peer_assets/   for the peer benchmark (benchmarks/peer, issue 19): wheels of transformers 4.37.2 and what it
+#                   needs beside that machine's packages (setup_official_env.sh --wheels), and the parts of the
+#                   official checkout the benchmark runs (langbridge/ and the harness's lm_eval core and models/),
+#                   copied from $LANGBRIDGE_OFFICIAL (a checkout of github.com/kaistAI/LangBridge at 4f43fb2);
+#                   skipped, with a note, when that variable is not set
 # Without .bench_assets the GPU run still works: synthetic tokenizers and synthetic data of the same shape.
+# Carry all three (about 50 MiB; the device tool carries at most 64 MiB): .whl .bench_assets .peer_assets
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
-for ignored in /.whl/ /.bench_assets/; do
-  grep -qxF "$ignored" .git/info/exclude 2>/dev/null || echo "$ignored" >> .git/info/exclude
+EXCLUDE=$(git rev-parse --git-path info/exclude)  # .git is a file in a worktree
+mkdir -p "$(dirname "$EXCLUDE")"
+for ignored in /.whl/ /.bench_assets/ /.peer_assets/; do
+  grep -qxF "$ignored" "$EXCLUDE" 2>/dev/null || echo "$ignored" >> "$EXCLUDE"
 done
 
 mkdir -p .whl
@@ -42,5 +50,23 @@ EOF
 DATA=${LANGBRIDGE_DATA:-../shared/data}
 cp "$DATA/gsm8k/train.jsonl" .bench_assets/data/gsm8k/
 for lang in en zh sw bn; do cp "$DATA/mgsm/mgsm_$lang.tsv" .bench_assets/data/mgsm/; done
-du -sh .whl .bench_assets
-echo "carry: .whl .bench_assets"
+
+# Peer benchmark: the official code's environment as wheels, and the official code it runs.
+rm -rf .peer_assets
+mkdir -p .peer_assets
+bash benchmarks/peer/setup_official_env.sh --wheels .peer_assets/wheels 3.12
+OFFICIAL=${LANGBRIDGE_OFFICIAL:-}
+if [[ -n "$OFFICIAL" && -f "$OFFICIAL/langbridge/modeling_langbridge.py" ]]; then
+  dst=.peer_assets/official
+  mkdir -p "$dst/evaluation-harness/lm_eval"
+  cp -r "$OFFICIAL/langbridge" "$dst/"
+  cp "$OFFICIAL"/evaluation-harness/lm_eval/{__init__,base,metrics,utils}.py "$dst/evaluation-harness/lm_eval/"
+  cp -r "$OFFICIAL/evaluation-harness/lm_eval/models" "$dst/evaluation-harness/lm_eval/"
+  commit=$(git -C "$OFFICIAL" rev-parse HEAD 2>/dev/null || cat "$OFFICIAL/COMMIT" 2>/dev/null || echo unknown)
+  echo "$commit (a subset of $OFFICIAL, copied by prepare_gpu_assets.sh)" > "$dst/COMMIT"
+  echo "official code: $(cat "$dst/COMMIT")"
+else
+  echo "LANGBRIDGE_OFFICIAL is not set to an official checkout: the GPU run will skip the peer comparison"
+fi
+du -sh .whl .bench_assets .peer_assets
+echo "carry: .whl .bench_assets .peer_assets"
