@@ -26,6 +26,7 @@ __all__ = [
     "supports_continuous_batching",
     "forward_next_token_logits",
     "prefill_batch",
+    "decode_step",
     "continuous_greedy",
     "eos_token_ids",
     "stop_string_checker",
@@ -155,6 +156,16 @@ def forward_next_token_logits(
         **inputs,
     )
     return out.logits[:, -1].float(), out.cache
+
+
+def decode_step(
+    model: Any, tokens: torch.Tensor, cache: DynamicCache, mask: torch.Tensor
+) -> tuple[torch.Tensor, DynamicCache, torch.Tensor]:
+    """One greedy decoding step of the running batch: `tokens` [B] (each row's last token, not yet in the cache)
+    -> (next tokens [B], cache, attention mask one column wider)."""
+    mask = torch.cat([mask, mask.new_ones(len(tokens), 1)], dim=1)
+    logits, cache = forward_next_token_logits(model, tokens.unsqueeze(1), mask, cache)
+    return logits.argmax(-1), cache, mask
 
 
 def prefill_batch(
