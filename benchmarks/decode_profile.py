@@ -3,6 +3,7 @@
     python benchmarks/decode_profile.py profile [--batch 8 32] [--context 160] [--steps 12] [--threads 1]
     python benchmarks/decode_profile.py compare [--batch 8 20] [--questions 20] [--new-tokens 64] [--threads 1]
     python benchmarks/decode_profile.py uneven  [--batch 8 20] [--questions 40] [--threads 1]
+    ... compare|uneven --baseline OTHER/src/langbridge/continuous_batching.py   # also that version, interleaved
 
 `profile`: the default pair (e5-small + smollm2-135m-instruct, untrained bridge: the compute per token is a trained
 one's), `--batch` MGSM prompts prefilled through the evaluation backend and decoded to about `--context` cached
@@ -155,7 +156,7 @@ def _breakdown(prof, steps: int) -> dict[str, float]:
 def profile(args: argparse.Namespace) -> list[dict]:
     import torch
 
-    from langbridge.continuous_batching import decode_step
+    from langbridge.continuous_batching import DecodeBatch
 
     results = []
     for batch in args.batch:
@@ -166,17 +167,18 @@ def profile(args: argparse.Namespace) -> list[dict]:
         requests = mgsm_requests(batch, 256)
         with torch.inference_mode():
             logits, cache, mask = backend._prefill(requests)
-            state = {"tokens": logits.argmax(-1), "cache": cache, "mask": mask}
+            running = DecodeBatch(batch)
+            running.add(list(range(batch)), cache, mask)
+            last = logits.argmax(-1).tolist()
 
-            def step() -> None:
+            def step(running=running, model=model, last=last) -> None:
                 with torch.profiler.record_function("engine"):
-                    tokens, state["cache"], state["mask"] = decode_step(
-                        model, state["tokens"], state["cache"], state["mask"]
-                    )
-                    state["tokens"] = tokens
-                tokens.tolist()  # the engine reads every step's tokens on the host
+                    tokens = torch.tensor(last)
+                    last[:] = (
+                        running.step(model, tokens).argmax(-1).tolist()
+                    )  # read on the host, as the engine
 
-            while state["mask"].shape[1] < args.context:
+            while running.mask.shape[1] < args.context:
                 step()
             plain, profiled = [], []
             with _labelled_functions():
@@ -199,7 +201,7 @@ def profile(args: argparse.Namespace) -> list[dict]:
         order = ["matmuls", "attention", "LM head", "cache/masks", "elementwise", "Python"]
         result = {
             "batch": batch,
-            "context": int(state["mask"].shape[1]),
+            "context": int(running.mask.shape[1]),
             "threads": torch.get_num_threads(),
             "step_ms_median": round(statistics.median(plain) * 1000, 1),
             "step_ms_min": round(min(plain) * 1000, 1),
@@ -211,7 +213,7 @@ def profile(args: argparse.Namespace) -> list[dict]:
         print(json.dumps(result), flush=True)
         if args.table:
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
-        del backend, model, cache, state
+        del backend, model, cache, running
     print("\n| batch | context | step ms (median, unprofiled) | " + " | ".join(order) + " |")
     print("|---|---|---|" + "---|" * len(order))
     for r in results:
@@ -250,10 +252,24 @@ def _run_generate(backend, requests: list, budgets: list[int], batch: int) -> tu
     return time.perf_counter() - t0, outputs
 
 
-def _run_engine(backend, requests: list, budgets: list[int], batch: int) -> tuple[float, list]:
+def _load_baseline(path: str):
+    """Another version of continuous_batching.py (e.g. main's), loaded as its own module for an A/B run."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("baseline_continuous_batching", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_engine(
+    backend, requests: list, budgets: list[int], batch: int, module: Any = None
+) -> tuple[float, list]:
     import torch
 
-    from langbridge.continuous_batching import continuous_greedy
+    if module is None:
+        from langbridge import continuous_batching as module
+    continuous_greedy = module.continuous_greedy
 
     outputs: list = [None] * len(requests)
     t0 = time.perf_counter()
@@ -282,21 +298,24 @@ def compare(args: argparse.Namespace, uneven: bool) -> list[dict]:
     requests = mgsm_requests(args.questions, max(budgets))
     tokens = sum(budgets)
     eos = set(backend._eos)
+    baseline = _load_baseline(args.baseline) if args.baseline else None
     _run_engine(backend, requests[:2], [4, 4], 2)  # warm-up
+    systems = ["generate", "engine"] + (["baseline"] if baseline else [])
     rows = []
     for batch in args.batch:
-        times: dict[str, list[float]] = {"generate": [], "engine": []}
+        times: dict[str, list[float]] = {name: [] for name in systems}
         same = True
         for r in range(args.repeats):
-            order = ("generate", "engine") if r % 2 == 0 else ("engine", "generate")
+            order = systems[r % len(systems) :] + systems[: r % len(systems)]
             outs = {}
             for name in order:
                 if name == "generate":
                     dt, outs[name] = _run_generate(backend, requests, budgets, batch)
                 else:
-                    dt, outs[name] = _run_engine(backend, requests, budgets, batch)
+                    module = baseline if name == "baseline" else None
+                    dt, outs[name] = _run_engine(backend, requests, budgets, batch, module)
                 times[name].append(dt)
-            same &= _until_eos(outs["generate"], eos) == _until_eos(outs["engine"], eos)
+            same &= all(_until_eos(outs[n], eos) == _until_eos(outs["engine"], eos) for n in systems)
         row = {
             "mode": "uneven" if uneven else f"forced {args.new_tokens}",
             "batch": batch,
@@ -307,6 +326,16 @@ def compare(args: argparse.Namespace, uneven: bool) -> list[dict]:
             "engine_over_generate": [
                 round(g / e, 3) for g, e in zip(times["generate"], times["engine"], strict=True)
             ],
+            **(
+                {
+                    "baseline_tok_s": [round(tokens / t, 2) for t in times["baseline"]],
+                    "engine_over_baseline": [
+                        round(b / e, 3) for b, e in zip(times["baseline"], times["engine"], strict=True)
+                    ],
+                }
+                if baseline
+                else {}
+            ),
             "outputs_equal_until_eos": same,
         }
         rows.append(row)
@@ -315,15 +344,24 @@ def compare(args: argparse.Namespace, uneven: bool) -> list[dict]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("what", choices=["profile", "compare", "uneven"])
     parser.add_argument("--batch", type=int, nargs="+", default=None)
-    parser.add_argument("--context", type=int, default=160, help="profile: cached positions when timing starts")
+    parser.add_argument(
+        "--context", type=int, default=160, help="profile: cached positions when timing starts"
+    )
     parser.add_argument("--steps", type=int, default=12, help="profile: steps timed and profiled")
     parser.add_argument("--questions", type=int, default=None)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2, help="compare: alternating repeats of each system")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="compare/uneven: also run this continuous_batching.py (e.g. main's) as 'baseline', interleaved",
+    )
     parser.add_argument("--table", action="store_true", help="profile: also print torch.profiler's op table")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     args = parser.parse_args()
