@@ -4,6 +4,7 @@
     python benchmarks/decode_profile.py compare [--batch 8 20] [--questions 20] [--new-tokens 64] [--threads 1]
     python benchmarks/decode_profile.py uneven  [--batch 8 20] [--questions 40] [--threads 1]
     ... compare|uneven --baseline OTHER/src/langbridge/continuous_batching.py   # also that version, interleaved
+    python benchmarks/decode_profile.py joins --baseline OTHER/src/langbridge/continuous_batching.py
 
 `profile`: the default pair (e5-small + smollm2-135m-instruct, untrained bridge: the compute per token is a trained
 one's), `--batch` MGSM prompts prefilled through the evaluation backend and decoded to about `--context` cached
@@ -343,11 +344,84 @@ def compare(args: argparse.Namespace, uneven: bool) -> list[dict]:
     return rows
 
 
+def joins(args: argparse.Namespace) -> list[dict]:
+    """Cost of one row leaving and one prefilled row joining a running batch (the prefill itself excluded): this
+    checkout's DecodeBatch (remove + add into the freed slot) against `--baseline`'s `_select` + `_join` (copies of
+    the whole cache), interleaved, plus the decoding step after each."""
+    import torch
+
+    from langbridge.continuous_batching import DecodeBatch
+
+    if not args.baseline:
+        raise SystemExit("joins needs --baseline OTHER/src/langbridge/continuous_batching.py")
+    old = _load_baseline(args.baseline)
+    results = []
+    for batch in args.batch:
+        backend = load_backend(batch)
+        model = backend.model
+        requests = mgsm_requests(batch + 1, 64)
+        times: dict[str, list[float]] = {
+            "old_leave_join": [],
+            "new_leave_join": [],
+            "old_step": [],
+            "new_step": [],
+        }
+        with torch.inference_mode():
+            logits, cache, mask = backend._prefill(requests[:batch])
+            running = DecodeBatch(batch)
+            running.add(list(range(batch)), cache, mask)
+            tokens = torch.tensor(logits.argmax(-1).tolist())
+            for _ in range(args.context - mask.shape[1] if args.context > mask.shape[1] else 0):
+                tokens = running.step(model, tokens).argmax(-1)
+            _, one_cache, one_mask = backend._prefill(requests[batch:])  # the joining row (short prompt)
+            # The same rows as the baseline's cache format: a plain DynamicCache of contiguous tensors.
+            old_cache = old.growing_cache(
+                [(layer.keys.contiguous(), layer.values.contiguous()) for layer in running.cache.layers]
+            )
+            old_mask = running.mask.clone()
+            for r in range(args.repeats * 2):
+                for name in ("old", "new") if r % 2 == 0 else ("new", "old"):
+                    t0 = time.perf_counter()
+                    if name == "old":
+                        c, m = old._select(old_cache, old_mask, list(range(1, batch)))
+                        c, m = old._join(c, m, one_cache, one_mask)
+                    else:
+                        running.remove([r % batch])
+                        running.add([batch + r], one_cache, one_mask)
+                    times[f"{name}_leave_join"].append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    if name == "old":
+                        m = torch.cat([m, m.new_ones(batch, 1)], dim=1)
+                        old.forward_next_token_logits(model, tokens.unsqueeze(1), m, c)
+                    else:
+                        saved = [(layer.rows, layer.filled) for layer in running.cache.layers]
+                        saved_mask = running.mask
+                        running.step(model, tokens)
+                        for layer, (rows, filled) in zip(running.cache.layers, saved, strict=True):
+                            layer.set_view(rows, filled)  # undo the step: the next round joins the same width
+                        running.mask = saved_mask
+                    times[f"{name}_step"].append(time.perf_counter() - t0)
+        result = {
+            "batch": batch,
+            "context": int(old_mask.shape[1]),
+            **{k: [round(1000 * t, 1) for t in v] for k, v in times.items()},
+            "leave_join_old_over_new": round(
+                statistics.median(times["old_leave_join"]) / statistics.median(times["new_leave_join"]), 2
+            ),
+            "step_old_over_new": round(
+                statistics.median(times["old_step"]) / statistics.median(times["new_step"]), 3
+            ),
+        }
+        results.append(result)
+        print(json.dumps(result), flush=True)
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", choices=["profile", "compare", "uneven"])
+    parser.add_argument("what", choices=["profile", "compare", "uneven", "joins"])
     parser.add_argument("--batch", type=int, nargs="+", default=None)
     parser.add_argument(
         "--context", type=int, default=160, help="profile: cached positions when timing starts"
@@ -369,6 +443,9 @@ def main() -> int:
     if args.what == "profile":
         args.batch = args.batch or [8, 32]
         results = profile(args)
+    elif args.what == "joins":
+        args.batch = args.batch or [8, 32]
+        results = joins(args)
     else:
         args.batch = args.batch or [8, 20]
         args.questions = args.questions or (40 if args.what == "uneven" else 20)
