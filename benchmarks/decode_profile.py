@@ -259,6 +259,7 @@ def _load_baseline(path: str):
 
     spec = importlib.util.spec_from_file_location("baseline_continuous_batching", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

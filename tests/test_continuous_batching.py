@@ -3,6 +3,8 @@ as they finish and queued prompts joining it; models whose cache cannot be joine
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, MistralConfig
@@ -326,3 +328,56 @@ def test_auto_batch_size_from_memory(tiny_dirs) -> None:
     assert auto_batch_size(lm, 100, available_bytes=4 * 1000 * row) == 64  # nor above 64
     gpt2 = AutoModelForCausalLM.from_pretrained(tiny_dirs["gpt2"])
     assert kv_bytes_per_token(gpt2) == gpt2.config.n_layer * 2 * gpt2.config.n_embd * 4
+
+
+def test_engine_gathers_the_next_requests_after_the_batch_empties(tiny_dirs) -> None:
+    """When several requests end in the step that empties the batch, the first new arrival waits (up to gather_s)
+    for as many requests, and they share one prefill."""
+    import threading
+
+    from langbridge.continuous_batching import ContinuousBatchingEngine, EngineRequest
+
+    lm, prompts = _llama_and_prompts(tiny_dirs)
+    gate = threading.Event()
+
+    def prefill(idx: list[int]):
+        if idx == [-1]:  # the blocker: holds the engine until requests 0-2 are queued
+            gate.wait(120)
+            idx = [6]
+        return _prefill_ids(lm, [prompts[i] for i in idx])
+
+    engine = ContinuousBatchingEngine(lm, prefill, [], max_batch=8, join_wait_steps=0, gather_s=120).start()
+    results: dict[int, list[int]] = {i: [] for i in range(-1, 6)}
+    ended = threading.Semaphore(0)
+
+    def request(i: int, budget: int) -> EngineRequest:
+        return EngineRequest(
+            i,
+            budget,
+            on_token=lambda c, t: results[i].append(t),
+            on_finish=lambda c, reason: ended.release(),
+        )
+
+    try:
+        engine.submit(request(-1, 1))
+        deadline = time.monotonic() + 120
+        while engine.waiting and time.monotonic() < deadline:  # taken: its prefill holds the engine
+            time.sleep(0.01)
+        for i in range(3):
+            engine.submit(request(i, 4))
+        gate.set()
+        for _ in range(4):  # the blocker, then 0-2 together: they end in the same step
+            assert ended.acquire(timeout=120)
+        assert engine.prefills == 2
+        engine.submit(request(3, 3))
+        time.sleep(0.2)
+        assert engine.prefills == 2 and engine.waiting == 1  # waits for the two others
+        engine.submit(request(4, 5))
+        engine.submit(request(5, 6))
+        for _ in range(3):
+            assert ended.acquire(timeout=120)
+        assert engine.prefills == 3
+        for i, budget in enumerate((4, 4, 4, 3, 5, 6)):
+            assert results[i] == _alone(lm, prompts[i], budget), i
+    finally:
+        engine.stop()
