@@ -6,9 +6,7 @@ import json
 import os
 import platform
 import re
-import resource
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,7 +16,7 @@ from typing import Any
 
 import torch
 
-from langbridge.utils import atomic_write_text
+from langbridge.utils import atomic_write_text, peak_rss_mb
 
 REPO = Path(__file__).resolve().parents[1]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -150,11 +148,6 @@ def _reset_vm_hwm() -> bool:
         return False
 
 
-def _process_peak_rss_mb() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
-
-
 @dataclass
 class PeakMemory:
     """Peak memory during a `with` block: RSS on CPU (per phase where Linux allows resetting the mark, otherwise the
@@ -176,7 +169,7 @@ class PeakMemory:
     def __exit__(self, *exc: Any) -> None:
         hwm = _vm_hwm_mb() if self._reset else None
         if hwm is None:
-            self.rss_mb, self.rss_scope = _process_peak_rss_mb(), "process"
+            self.rss_mb, self.rss_scope = peak_rss_mb(), "process"
         else:
             self.rss_mb = hwm
         if self.device.type == "cuda":

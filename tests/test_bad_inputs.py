@@ -444,7 +444,7 @@ def test_lm_only_hub_id_that_fails_to_load_is_one_line(monkeypatch) -> None:
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", from_pretrained)
     # No network in tests: the hub's answers are stubbed.
-    monkeypatch.setattr("langbridge.evaluation.backends._is_langbridge_checkpoint", lambda source: False)
+    monkeypatch.setattr("langbridge.runtime.loading.is_langbridge_checkpoint", lambda source: False)
     with pytest.raises(FileNotFoundError) as caught:
         load_backend("langbridge-tests/no-such-model", lm_only=True)
     message = str(caught.value)

@@ -169,6 +169,25 @@ def test_reconstruction_mode_and_mixed_objectives(tiny_langbridge, tmp_path: Pat
         assert ids[first_target - len(prompt_ids) : first_target] == prompt_ids
 
 
+def test_next_sentence_mode_pairs_consecutive_sentences(tiny_langbridge, tmp_path: Path) -> None:
+    _, processor = tiny_langbridge()
+    docs = _write_jsonl(
+        tmp_path / "docs.jsonl",
+        [
+            {"text": "The cat sat on the mat today. Then it slept for a while.\nLater the dog came home."},
+            {"text": "Rain fell on the hills all night."},
+        ],
+    )
+    cfg = DataConfig(mode="next_sentence", train=[DataSource(path=str(docs), lm_prompt="\n")], max_lm_length=64)
+    data = build_data(cfg, processor, seed=0)
+    pairs = [(e.encoder_text, e.target, e.lm_prompt, e.append_eos) for e in data.train]
+    # Pairs stay inside one document (across its lines); a one-sentence document gives none.
+    assert pairs == [
+        ("The cat sat on the mat today.", "Then it slept for a while.", "\n", False),
+        ("Then it slept for a while.", "Later the dog came home.", "\n", False),
+    ]
+
+
 def test_init_bridge_from_checkpoint(tiny_langbridge, tmp_path: Path) -> None:
     from langbridge.training.recipe import init_bridge
 

@@ -7,169 +7,76 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, TextStreamer
+from transformers import PreTrainedTokenizerBase, TextStreamer
 
-from langbridge.continuous_batching import (
-    continuous_greedy,
-    eos_token_ids,
-    prefill_batch,
-    stop_string_checker,
-    supports_continuous_batching,
-)
-from langbridge.modeling import LangBridgeModel
-from langbridge.processing import LangBridgeProcessor, load_lm_tokenizer
-from langbridge.utils import atomic_write_text, check_model_source, model_load_error, resolve_model_name
+from langbridge.processing import LangBridgeProcessor
+from langbridge.runtime import GREEDY_NEUTRAL_SETTINGS, ModelRunner, load
+from langbridge.utils import atomic_write_text
 
-# Generation settings that leave greedy decoding as a plain argmax until EOS, a stop string or the token budget.
-GREEDY_NEUTRAL_SETTINGS = {
-    "max_new_tokens",
-    "max_length",  # max_new_tokens takes precedence; it is required for the continuous path
-    "num_beams",
-    "do_sample",
-    "temperature",
-    "top_p",
-    "top_k",
-    "stop_strings",
-    "bos_token_id",
-    "eos_token_id",
-    "pad_token_id",
-    "decoder_start_token_id",
-    "use_cache",
-    "output_attentions",
-    "output_hidden_states",
-    "return_dict_in_generate",
-    "transformers_version",
-    "_from_model_config",
-}
+__all__ = ["GREEDY_NEUTRAL_SETTINGS", "TextGenerator", "add_parsers"]
 
 
-@dataclass
 class TextGenerator:
-    """A LangBridge model with its processor, or a plain causal LM with its tokenizer (`processor is None`)."""
+    """`langbridge generate`'s view of a loaded model (`langbridge.runtime`): a LangBridge model with its processor,
+    or a plain causal LM with its tokenizer (`processor is None`)."""
 
-    model: Any
-    tokenizer: PreTrainedTokenizerBase
-    processor: LangBridgeProcessor | None = None
+    def __init__(self, runner: ModelRunner):
+        self.runner = runner
 
     @classmethod
     def load(
-        cls, path: str, lm_only: bool = False, dtype: torch.dtype | None = None, device: str = "cpu"
+        cls, path: str, lm_only: bool = False, dtype: torch.dtype | str | None = None, device: str = "cpu"
     ) -> TextGenerator:
         """`path`: a LangBridge checkpoint, or (with `lm_only`) a plain LM or a LangBridge checkpoint whose base LM
-        is then used alone."""
-        check_model_source(path)  # a missing path or an offline hub id: say so before transformers guesses
-        source = resolve_model_name(path)
-        is_langbridge = (Path(source) / "config.json").exists() and (
-            json.loads((Path(source) / "config.json").read_text()).get("model_type") == "langbridge"
-        )
-        if is_langbridge:
-            model = LangBridgeModel.from_pretrained(source, dtype=dtype).to(device).eval()
-            processor = LangBridgeProcessor.from_pretrained(source)
-            if lm_only:
-                return cls(model.lm, processor.lm_tokenizer)
-            return cls(model, processor.lm_tokenizer, processor)
-        if not lm_only:
-            raise ValueError(
-                f"{path} is not a LangBridge checkpoint (no config.json with model_type 'langbridge'). "
-                "Pass --lm-only to generate with a plain causal LM."
+        is then used alone. `dtype` None: as the weights were saved."""
+        return cls(
+            load(
+                path,
+                lm_only=lm_only,
+                device=device,
+                dtype="stored" if dtype is None else dtype,
+                purpose="generate with",
             )
-        try:
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device).eval()
-            tokenizer = AutoTokenizer.from_pretrained(source)
-        except OSError as err:
-            if Path(source).is_dir():
-                raise
-            raise FileNotFoundError(model_load_error(path, err)) from err
-        return cls(model, load_lm_tokenizer(tokenizer))
+        )
+
+    @property
+    def model(self) -> Any:
+        return self.runner.model
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return self.runner.tokenizer
+
+    @property
+    def processor(self) -> LangBridgeProcessor | None:
+        return getattr(self.runner, "processor", None)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def inputs(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        if self.processor is not None:
-            batch = self.processor(texts)
-        else:
-            prompts = [self.lm_prompt(t) for t in texts]
-            self.tokenizer.padding_side = "left"
-            batch = self.tokenizer(
-                prompts, return_tensors="pt", padding=True, add_special_tokens=not self._chat
-            )
-        return {k: v.to(self.device) for k, v in batch.items()}
-
-    @property
-    def _chat(self) -> bool:
-        return bool(getattr(self.tokenizer, "chat_template", None))
-
-    def lm_prompt(self, text: str) -> str:
-        """The LM-alone baseline reads the question as text, in its chat template when it has one."""
-        if not text.strip():
-            raise ValueError("Input text is empty or whitespace-only; pass real text.")
-        if self._chat:
-            messages = [{"role": "user", "content": text}]
-            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return text
-
     @property
     def lm(self) -> Any:
-        return self.model if self.processor is None else self.model.lm
+        return self.runner.lm
+
+    def inputs(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        runner = self.runner
+        return runner._inputs([runner.text_request(t) for t in texts])
 
     def generate(
         self, texts: list[str], batch_size: int = 8, continuous_batching: bool = True, **generate_kwargs: Any
     ) -> list[str]:
-        """Batched generation, longest inputs first; output in input order. Plain greedy decoding runs with
-        continuous batching (finished answers leave the batch, the next inputs join it); any other decoding
-        (beams, sampling, a checkpoint's own generation settings) runs `generate` a batch at a time."""
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        outputs: list[str] = [""] * len(texts)
-        greedy = self._greedy_settings(generate_kwargs) if continuous_batching else None
-        if greedy is not None:
-            max_new_tokens, stops = greedy
-
-            answers = continuous_greedy(
-                self.model,
-                lambda idx: prefill_batch(self.model, self.inputs([texts[order[j]] for j in idx])),
-                [max_new_tokens] * len(texts),
-                batch_size,
-                eos_token_ids(self.lm, self.tokenizer),
-                stop_string_checker(self.tokenizer, [stops] * len(texts)),
-            )
-            with torch.inference_mode():
-                for j, ids in answers:
-                    outputs[order[j]] = self.tokenizer.decode(ids, skip_special_tokens=True)
-            return outputs
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            batch = self.inputs([texts[i] for i in chunk])
-            with torch.inference_mode():
-                sequences = self.model.generate(**batch, tokenizer=self.tokenizer, **generate_kwargs)
-            new = sequences[:, batch["input_ids"].shape[1] :]
-            for i, text in zip(
-                chunk, self.tokenizer.batch_decode(new, skip_special_tokens=True), strict=True
-            ):
-                outputs[i] = text
-        return outputs
+        """Batched generation, longest inputs (in tokens) first; output in input order (`ModelRunner.generate_texts`)."""
+        return self.runner.generate_texts(
+            texts, batch_size=batch_size, continuous_batching=continuous_batching, **generate_kwargs
+        )
 
     def _greedy_settings(self, kwargs: dict[str, Any]) -> tuple[int, list[str]] | None:
-        """(max_new_tokens, stop strings) when this call is plain greedy decoding, which continuous batching
-        reproduces; None when `generate` must run it (beams, sampling, penalties or other logits processing in
-        the call or the checkpoint's generation config, or an LM whose cache cannot be joined)."""
-        config = self.model.generation_config.to_diff_dict() if self.model.generation_config else {}
-        settings = {**config, **{k: v for k, v in kwargs.items() if v is not None}}
-        if (
-            set(settings) - GREEDY_NEUTRAL_SETTINGS
-            or settings.get("num_beams", 1) != 1
-            or settings.get("do_sample", False)
-            or not settings.get("max_new_tokens")
-            or not supports_continuous_batching(self.lm)
-        ):
-            return None
-        return int(settings["max_new_tokens"]), list(settings.get("stop_strings") or [])
+        return self.runner.greedy_settings(kwargs)
 
     def stream(self, text: str, **generate_kwargs: Any) -> None:
         streamer = TextStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)

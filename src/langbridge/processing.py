@@ -14,7 +14,7 @@ from tokenizers import AddedToken
 from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizerBase
 
 from langbridge.configuration import T5_FAMILY
-from langbridge.utils import atomic_write_text, resolve_model_name
+from langbridge.utils import adds_bos, atomic_write_text, resolve_model_name
 
 PROCESSOR_CONFIG = "langbridge_processor.json"
 ENCODER_TOKENIZER_DIR = "encoder_tokenizer"
@@ -61,9 +61,7 @@ def load_lm_tokenizer(name_or_path: str | PreTrainedTokenizerBase) -> PreTrained
 
 def default_lm_prefix(lm_tokenizer: PreTrainedTokenizerBase) -> str:
     """The paper puts the LM's BOS before the soft tokens, for LMs whose tokenizer adds a BOS."""
-    bos = lm_tokenizer.bos_token_id
-    ids = lm_tokenizer("a")["input_ids"]
-    return lm_tokenizer.bos_token if bos is not None and ids and ids[0] == bos else ""
+    return lm_tokenizer.bos_token if adds_bos(lm_tokenizer) else ""
 
 
 def default_soft_token_id(lm_tokenizer: PreTrainedTokenizerBase, lm_prefix: str = "") -> int:

@@ -1,15 +1,19 @@
-"""Small shared helpers: atomic file writes, full-disk errors and model-name resolution."""
+"""Small shared helpers: atomic file writes, full-disk errors, model-name resolution, BOS detection, thread
+settings and peak memory."""
 
 from __future__ import annotations
 
 import errno
 import os
 import re
+import resource
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 def _umask_mode(full: int) -> int:
@@ -238,3 +242,42 @@ def model_load_error(spec: str | os.PathLike, err: BaseException) -> str:
         f"could not load {os.fspath(spec)} (not a local folder, so it was looked up on the hub): {first}; pass a "
         "local folder, or check the hub id and your connection"
     )
+
+
+def adds_bos(tokenizer: Any) -> bool:
+    """True when `tokenizer` puts its BOS token before a text (LLaMA-style), False when it adds none."""
+    bos = tokenizer.bos_token_id
+    ids = tokenizer("a")["input_ids"]
+    return bos is not None and bool(ids) and ids[0] == bos
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (Linux reports KiB, macOS bytes)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to `n` inside the block (unchanged when `n` is falsy), restored after:
+    a Python caller's process keeps its own setting."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def truncate_at_stop(text: str, stop: Iterable[str]) -> str:
+    """Cut a generation at the first occurrence of any stop string (generation may overshoot a batch)."""
+    cut = len(text)
+    for s in stop:
+        if s:
+            i = text.find(s)
+            if i != -1:
+                cut = min(cut, i)
+    return text[:cut]

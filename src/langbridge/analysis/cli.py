@@ -117,46 +117,45 @@ def _fail(err: BaseException) -> int:
 
 def _load_models(args: argparse.Namespace) -> dict[str, Any]:
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
-    from langbridge.processing import load_lm_tokenizer
+    from langbridge.runtime import default_device, load
     from langbridge.utils import resolve_model_name
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(args.device or default_device())
     source = resolve_model_name(args.model)
     if not Path(source).is_dir():
         raise FileNotFoundError(
             f"MODEL {args.model!r} is not a directory or a known alias: pass a LangBridge checkpoint directory "
             "(or a causal LM directory/alias with --lm-only)."
         )
-    model_type = AutoConfig.from_pretrained(source).model_type
+    config = AutoConfig.from_pretrained(source)
     if args.lm_only:
-        if model_type == "langbridge":
+        if config.model_type == "langbridge":
             raise ValueError(
                 f"{args.model} is a LangBridge checkpoint: drop --lm-only (its LM is analyzed too)."
             )
-        lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).to(device)
-        return {"lm": lm, "lm_tokenizer": load_lm_tokenizer(source), "device": device, "lm_source": source}
-    if model_type != "langbridge":
+        lm = load(source, lm_only=True, device=device, dtype="float32")
+        return {"lm": lm.model, "lm_tokenizer": lm.tokenizer, "device": device, "lm_source": source}
+    if config.model_type != "langbridge":
         raise ValueError(
-            f"{args.model} holds a {model_type!r} model, not a LangBridge checkpoint: pass --lm-only to analyze a "
-            "plain causal LM, or a directory saved by LangBridgeModel.save_pretrained."
+            f"{args.model} holds a {config.model_type!r} model, not a LangBridge checkpoint: pass --lm-only to "
+            "analyze a plain causal LM, or a directory saved by LangBridgeModel.save_pretrained."
         )
-    from langbridge import LangBridgeModel, LangBridgeProcessor
-
-    model = LangBridgeModel.from_pretrained(source).to(device=device, dtype=torch.float32)
     # The same truncation for both models (not the checkpoint's training-time max_encoder_length), within the
     # encoder's position table where it has one (BERT-family; T5 has relative positions).
-    position_limit = getattr(model.config.encoder_config, "max_position_embeddings", None)
+    position_limit = getattr(config.encoder_config, "max_position_embeddings", None)
     max_encoder_length = min(args.max_length, position_limit) if position_limit else args.max_length
-    processor = LangBridgeProcessor.from_pretrained(source, max_encoder_length=max_encoder_length)
+    runner = load(
+        source, device=device, dtype="float32", processor_kwargs={"max_encoder_length": max_encoder_length}
+    )
     return {
-        "model": model,
-        "processor": processor,
-        "lm": model.lm,
-        "lm_tokenizer": processor.lm_tokenizer,
+        "model": runner.model,
+        "processor": runner.processor,  # type: ignore[attr-defined]
+        "lm": runner.lm,
+        "lm_tokenizer": runner.tokenizer,
         "device": device,
-        "lm_source": model.config.lm_name_or_path,
+        "lm_source": runner.model.config.lm_name_or_path,
     }
 
 

@@ -120,31 +120,25 @@ class LangBridgeLM(LM):
         return cls(backend=backend, batch_size=backend.batch_size, max_gen_toks=max_gen_toks)
 
     # ------------------------------------------------------------------------------------------------------
-    def _tokens(self, text: str) -> int:
-        """Encoder tokens of a context: requests are batched longest first by what the encoder reads."""
-        return self.backend.request_length(GenerationRequest(encoder_text=text, full_prompt=text))
-
-    def _chunks(self, items: Sequence[Any], desc: str, disable: bool):
-        bar = tqdm(total=len(items), desc=desc, disable=disable or self.rank != 0, unit="req")
-        try:
-            for start in range(0, len(items), self.batch_size):
-                chunk = items[start : start + self.batch_size]
-                yield chunk
-                bar.update(len(chunk))
-        finally:
-            bar.close()
-
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         lls = [LoglikelihoodRequest(context=r.args[0], continuation=r.args[1]) for r in requests]
-        # Longest first, contexts together: padding stays small and shared contexts share an encoder pass.
-        order = sorted(range(len(lls)), key=lambda i: (-self._tokens(lls[i].context), lls[i].context))
+        # Requests with one context form a group (one encoder pass); the runtime sorts and batches the groups.
+        by_context: dict[str, list[int]] = {}
+        for i, r in enumerate(lls):
+            by_context.setdefault(r.context, []).append(i)
+        groups = list(by_context.values())
         results: list[tuple[float, bool] | None] = [None] * len(lls)
-        for chunk in self._chunks(order, "langbridge loglikelihood", disable_tqdm):
-            for i, (lp, greedy) in zip(
-                chunk, self.backend.loglikelihood_with_greedy([lls[i] for i in chunk]), strict=True
-            ):
-                results[i] = (lp, greedy)
-                self.cache_hook.add_partial("loglikelihood", requests[i].args, (lp, greedy))
+        with tqdm(
+            total=len(lls),
+            desc="langbridge loglikelihood",
+            disable=disable_tqdm or self.rank != 0,
+            unit="req",
+        ) as bar:
+            for g, details in self.backend.loglikelihood_stream([[lls[i] for i in idxs] for idxs in groups]):
+                for i, (lp, greedy, _) in zip(groups[g], details, strict=True):
+                    results[i] = (lp, greedy)
+                    self.cache_hook.add_partial("loglikelihood", requests[i].args, (lp, greedy))
+                bar.update(len(groups[g]))
         return results  # type: ignore[return-value]
 
     def _windows(self, text: str) -> list[tuple[str, str]]:

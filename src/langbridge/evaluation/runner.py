@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from ..runtime.decoding import longest_first
 from ..utils import atomic_write_text, read_utf8, reporting_disk_full
 from .backends import EvalModel, load_backend
 from .data import DataNotFoundError, DataSource
@@ -407,14 +408,32 @@ def _prompt_length(unit: _Unit, backend: Any) -> int:
     return measure(req) if measure else max(len(req.full_prompt), len(req.encoder_text))
 
 
+def _streams(task: Task, backend: EvalModel) -> bool:
+    """Whether the backend takes a task's whole queue and sorts and batches it itself (the runtime's models)."""
+    return hasattr(backend, "loglikelihood_stream" if task.kind == "loglikelihood" else "generate_stream")
+
+
 def _answered_batches(
     task: Task, backend: EvalModel, pending: list[_Unit], per_batch: int
 ) -> Iterator[tuple[list[_Unit], list[Any]]]:
-    """(units, model outputs) in groups of `per_batch`. Generation hands the backend the whole queue when it can
-    stream (continuous batching keeps its batch full) and groups answers in the order they complete."""
-    if task.kind != "loglikelihood" and hasattr(backend, "generate_stream"):
-        done: list[tuple[_Unit, str]] = []
-        for i, out in backend.generate_stream([u.request for u in pending]):
+    """(units, model outputs) in groups of `per_batch`. A backend that streams gets the whole queue (it sorts
+    and batches it; continuous batching keeps its batch full) and answers are grouped in the order they complete."""
+    if _streams(task, backend):
+        if task.kind == "loglikelihood":
+            # Per-token losses need the number of continuation tokens each score covers.
+            def score(details: list[tuple[float, bool, int]]) -> list[Any]:
+                if task.metric == "nats_per_token":
+                    return [{"logprob": lp, "tokens": n} for lp, _, n in details]
+                return [lp for lp, _, _ in details]
+
+            stream = (
+                (i, score(d))
+                for i, d in backend.loglikelihood_stream([u.request for u in pending])  # type: ignore[attr-defined]
+            )
+        else:
+            stream = backend.generate_stream([u.request for u in pending])  # type: ignore[attr-defined]
+        done: list[tuple[_Unit, Any]] = []
+        for i, out in stream:
             done.append((pending[i], out))
             if len(done) == per_batch:
                 yield [u for u, _ in done], [o for _, o in done]
@@ -429,7 +448,6 @@ def _answered_batches(
             continue
         requests = [r for u in batch for r in u.request]  # type: ignore[union-attr]
         if task.metric == "nats_per_token":
-            # Per-token losses need the number of continuation tokens each score covers.
             details = backend.loglikelihood_details(requests)  # type: ignore[union-attr]
             scores: list[Any] = [{"logprob": lp, "tokens": n} for lp, _, n in details]
         else:
@@ -457,8 +475,11 @@ def _run_units(
 ) -> None:
     from tqdm.auto import tqdm
 
-    # Longest first keeps padding small within a batch; samples of one problem stay adjacent.
-    pending = sorted(pending, key=lambda u: (-_prompt_length(u, backend), u.example.id, u.sample or 0))
+    # A fixed order (samples of one problem adjacent); a runtime backend sorts the queue longest first itself, any
+    # other model gets it sorted here with the runtime's order (longest first keeps padding small within a batch).
+    pending = sorted(pending, key=lambda u: (u.example.id, u.sample or 0))
+    if not _streams(task, backend):
+        pending = [pending[i] for i in longest_first(pending, lambda u: _prompt_length(u, backend))]
     if task.kind == "loglikelihood":
         n_choices = max(len(u.request) for u in pending)  # type: ignore[arg-type]
         per_batch = max(1, batch_size // n_choices)  # all choices of an example share one forward pass

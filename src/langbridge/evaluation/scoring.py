@@ -10,6 +10,8 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from fractions import Fraction
 
+from ..utils import truncate_at_stop
+
 __all__ = [
     "normalize_digits",
     "parse_number",
@@ -156,17 +158,6 @@ def numbers_equal(predicted: str | None, gold: str | float | int, tolerance: flo
         return True
     # Gold answers stored as floats ("33.33") only match up to their printed precision.
     return abs(float(pred_value) - float(gold_value)) <= tolerance * max(1.0, abs(float(gold_value)))
-
-
-def truncate_at_stop(text: str, stop: Iterable[str]) -> str:
-    """Cut a generation at the first occurrence of any stop string (generation may overshoot a batch)."""
-    cut = len(text)
-    for s in stop:
-        if s:
-            i = text.find(s)
-            if i != -1:
-                cut = min(cut, i)
-    return text[:cut]
 
 
 _ANSWER_IS_RE = re.compile(r"the answer is\s*:?\s*", re.IGNORECASE)

@@ -1,4 +1,4 @@
-"""The models a server holds: an evaluation backend (prompt layout, prefill) driven by a `ContinuousBatchingEngine`,
+"""The models a server holds: a runtime model (`langbridge.runtime`: prompt layout, prefill) driven by a `ContinuousBatchingEngine`,
 with the limits, token counts and per-token scoring the OpenAI endpoints need.
 
 `langbridge serve CKPT` serves the LangBridge checkpoint and, from the same weights, its LM alone (the checkpoint
@@ -21,8 +21,7 @@ from ..continuous_batching import (
     forward_next_token_logits,
     stop_string_checker,
 )
-from ..evaluation.backends import CausalLMBackend, LangBridgeBackend, _is_langbridge_checkpoint, load_backend
-from ..evaluation.requests import GenerationRequest
+from ..runtime import CausalLMRunner, GenerationRequest, LangBridgeRunner, is_langbridge_checkpoint, load
 from ..utils import resolve_model_name
 
 __all__ = ["RequestError", "ServedModel", "Choice", "GenerationStream", "load_served_models"]
@@ -73,7 +72,7 @@ class ServedModel:
 
     id: str
     kind: str
-    backend: LangBridgeBackend | CausalLMBackend
+    backend: LangBridgeRunner | CausalLMRunner
     max_batch: int = 32
     max_queue: int = 256
     engine: ContinuousBatchingEngine = field(init=False)
@@ -113,7 +112,7 @@ class ServedModel:
 
     def prompt_tokens(self, request: GenerationRequest) -> int:
         """Tokens the LM reads for `request` (soft tokens count one each); raises RequestError past a limit."""
-        if isinstance(self.backend, LangBridgeBackend):
+        if isinstance(self.backend, LangBridgeRunner):
             proc = self.backend.processor
             text = proc.encoder_template.format(text=request.encoder_text)
             encoder = len(proc.encoder_tokenizer(text, verbose=False)["input_ids"])
@@ -240,7 +239,7 @@ class ServedModel:
         the first token has no log-probability."""
         if not ids:
             raise RequestError("The prompt is empty.", "prompt")
-        if isinstance(self.backend, LangBridgeBackend):
+        if isinstance(self.backend, LangBridgeRunner):
             proc = self.backend.processor
             contexts = [
                 self.tokenizer.decode(ids[:i], skip_special_tokens=True) for i in range(1, len(ids) + 1)
@@ -291,19 +290,21 @@ def load_served_models(
         name or (path.parent.name if path.name == "final" and path.parent.name else path.name) or str(model)
     )
     served: list[ServedModel] = []
-    if lm_only and not _is_langbridge_checkpoint(resolve_model_name(model)):
-        backend = load_backend(
-            model, lm_only=True, batch_size=max_batch, device=device, dtype=dtype, name=label
-        )
-        served.append(ServedModel(label, "lm", backend, max_batch, max_queue))  # type: ignore[arg-type]
+    plain_lm = lm_only and not is_langbridge_checkpoint(resolve_model_name(model))
+    runner = load(
+        model, lm_only=plain_lm, device=device, dtype=dtype, name=label, batch_size=max_batch, purpose="serve"
+    )
+    if plain_lm:
+        served.append(ServedModel(label, "lm", runner, max_batch, max_queue))
     else:
-        bridge = load_backend(model, batch_size=max_batch, device=device, dtype=dtype, name=label)
-        assert isinstance(bridge, LangBridgeBackend)
+        assert isinstance(runner, LangBridgeRunner)
+        # Over-long inputs keep their end, as in evaluation.
+        runner.processor.encoder_tokenizer.truncation_side = "left"
         if not lm_only:
-            served.append(ServedModel(label, "langbridge", bridge, max_batch, max_queue))
+            served.append(ServedModel(label, "langbridge", runner, max_batch, max_queue))
         lm_name = f"{label}/lm-alone"
-        lm = CausalLMBackend(
-            bridge.model.lm, bridge.processor.lm_tokenizer, batch_size=max_batch, name=lm_name
+        lm = CausalLMRunner(
+            runner.model.lm, runner.processor.lm_tokenizer, batch_size=max_batch, name=lm_name
         )
         served.append(ServedModel(lm_name, "lm", lm, max_batch, max_queue))
     for m in served:

@@ -343,7 +343,7 @@ def next_sentence_examples(text: str, source: DataSource) -> list[Example]:
     the same document. The paper's unlabeled objective cut at sentence boundaries, so the LM learns to use the
     soft tokens as context to continue from, not only to rewrite."""
     sentences = split_sentences(text)
-    return [Example(a, b, source.lm_prompt, False) for a, b in zip(sentences, sentences[1:])]
+    return [Example(a, b, source.lm_prompt, False) for a, b in zip(sentences, sentences[1:], strict=False)]
 
 
 class DocumentSplitter:

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ALPACA_PREAMBLE = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
+# The formats themselves (Alpaca preamble, ChatML turns) are written once, in the runtime's prompt table.
+from langbridge.runtime.prompts import (
+    ALPACA_INSTRUCTION,
+    ALPACA_PREAMBLE,
+    ALPACA_RESPONSE,
+    CHATML_ASSISTANT,
+    CHATML_USER,
+)
 
 
 @dataclass(frozen=True)
@@ -47,14 +54,14 @@ TEMPLATES: dict[str, PromptTemplate] = {
     # LM sees the response header it was trained to answer after.
     "metamath": PromptTemplate(
         name="metamath",
-        encoder_template=ALPACA_PREAMBLE + "### Instruction:\n{text}\n\n",
-        lm_prompt="### Response:",
+        encoder_template=ALPACA_PREAMBLE + ALPACA_INSTRUCTION + "{text}\n\n",
+        lm_prompt=ALPACA_RESPONSE,
         description="MetaMath / Alpaca prompt: '### Instruction:' on the encoder side, '### Response:' for the LM",
     ),
     "alpaca": PromptTemplate(
         name="alpaca",
-        encoder_template=ALPACA_PREAMBLE + "### Instruction:\n{text}\n\n",
-        lm_prompt="### Response:",
+        encoder_template=ALPACA_PREAMBLE + ALPACA_INSTRUCTION + "{text}\n\n",
+        lm_prompt=ALPACA_RESPONSE,
         input_format="{instruction}\n\n### Input:\n{input}",
         description="Stanford Alpaca prompt; a non-empty `input` becomes an '### Input:' block",
     ),
@@ -63,16 +70,16 @@ TEMPLATES: dict[str, PromptTemplate] = {
     "chatml": PromptTemplate(
         name="chatml",
         encoder_template="{text}",
-        lm_prompt="<|im_end|>\n<|im_start|>assistant\n",
-        lm_prefix="<|im_start|>user\n",
+        lm_prompt=CHATML_ASSISTANT,
+        lm_prefix=CHATML_USER,
         description="ChatML: LM sees '<|im_start|>user\\n' [bridged (system +) user message] "
         "'<|im_end|>\\n<|im_start|>assistant\\n'",
     ),
     "orca2": PromptTemplate(
         name="orca2",
         encoder_template="{text}",
-        lm_prompt="<|im_end|>\n<|im_start|>assistant\n",
-        lm_prefix="<|im_start|>user\n",
+        lm_prompt=CHATML_ASSISTANT,
+        lm_prefix=CHATML_USER,
         description="Orca 2 (ChatML) - same split as chatml",
     ),
 }
