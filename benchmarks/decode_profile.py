@@ -237,7 +237,7 @@ def _run_generate(backend, requests: list, budgets: list[int], batch: int) -> tu
     with torch.inference_mode():
         for start in range(0, len(requests), batch):
             idx = list(range(start, min(start + batch, len(requests))))
-            enc = backend._prompt_batch([requests[i] for i in idx])
+            enc = backend._inputs([requests[i] for i in idx])
             longest = max(budgets[i] for i in idx)
             # EOS suppressed until the budget (None would take the LM's EOS ids from its generation config).
             config = GenerationConfig(
