@@ -1,7 +1,8 @@
 """Serving benchmark (a script, not a test): throughput and p50/p95 latency of `langbridge serve` for 1, 8 and 32
 concurrent clients.
 
-    python benchmarks/serve_bench.py [--checkpoint DIR] [--clients 1 8 32] [--max-tokens 32] [--output FILE]
+    python benchmarks/serve_bench.py [--checkpoint DIR] [--clients 1 8 32] [--requests 8 32 32] [--max-tokens 32]
+                                     [--server-src OTHER/src] [--output FILE]
 
 Without --checkpoint it builds an untrained LangBridge model from the default pair (e5-small + smollm2-135m-
 instruct; the bridge is random, so answers are noise, but the compute per token is that of a trained one) and
@@ -108,10 +109,15 @@ def main() -> int:
     )
     parser.add_argument("--checkpoint", help="a LangBridge checkpoint (default: an untrained default pair)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--requests", type=int, nargs="+", default=[4, 16, 32], help="requests per level")
+    parser.add_argument("--requests", type=int, nargs="+", default=[8, 32, 32], help="requests per level")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--lm-alone", action="store_true", help="benchmark the checkpoint's LM alone instead")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
+    parser.add_argument(
+        "--server-src",
+        default=None,
+        help="PYTHONPATH of the server (default: this checkout's src), e.g. another branch's for an A/B",
+    )
     args = parser.parse_args()
     if len(args.requests) != len(args.clients):
         parser.error("--requests needs one count per --clients level")
@@ -130,7 +136,8 @@ def main() -> int:
             "--name",
             "bench",
         ]
-        server = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+        src = args.server_src or str(REPO / "src")
+        server = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": src})
         try:
             for _ in range(600):
                 try:
