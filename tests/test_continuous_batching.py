@@ -270,7 +270,7 @@ def test_engine_groups_arrivals_into_one_prefill_mid_decode(tiny_dirs) -> None:
     running batch mid-decode, and every answer is what it is alone."""
     import threading
 
-    from langbridge.continuous_batching import ContinuousBatchingEngine, EngineRequest
+    from langbridge.engine import ContinuousBatchingEngine, EngineRequest
 
     lm, prompts = _llama_and_prompts(tiny_dirs)
     engine = ContinuousBatchingEngine(
@@ -335,7 +335,7 @@ def test_engine_gathers_the_next_requests_after_the_batch_empties(tiny_dirs) -> 
     for as many requests, and they share one prefill."""
     import threading
 
-    from langbridge.continuous_batching import ContinuousBatchingEngine, EngineRequest
+    from langbridge.engine import ContinuousBatchingEngine, EngineRequest
 
     lm, prompts = _llama_and_prompts(tiny_dirs)
     gate = threading.Event()

@@ -27,7 +27,7 @@ uvicorn = pytest.importorskip(
     "uvicorn", reason="the serve extra is not installed: pip install 'langbridge[serve]'"
 )
 
-from langbridge.continuous_batching import ContinuousBatchingEngine, EngineRequest  # noqa: E402
+from langbridge.engine import ContinuousBatchingEngine, EngineRequest  # noqa: E402
 from langbridge.serving.app import create_app  # noqa: E402
 from langbridge.serving.cli import language_identifier  # noqa: E402
 from langbridge.serving.models import load_served_models  # noqa: E402

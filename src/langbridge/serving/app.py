@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..continuous_batching import QueueFull
+from ..engine import QueueFull
 from ..evaluation.requests import GenerationRequest
 from .models import Choice, GenerationStream, RequestError, ServedModel
 from .schemas import ChatCompletionRequest, CompletionRequest, error_body, new_id, now

@@ -15,12 +15,8 @@ from typing import Any
 
 import torch
 
-from ..continuous_batching import (
-    ContinuousBatchingEngine,
-    EngineRequest,
-    forward_next_token_logits,
-    stop_string_checker,
-)
+from ..continuous_batching import forward_next_token_logits, stop_string_checker
+from ..engine import ContinuousBatchingEngine, EngineRequest
 from ..runtime import CausalLMRunner, GenerationRequest, LangBridgeRunner, is_langbridge_checkpoint, load
 from ..utils import resolve_model_name
 
