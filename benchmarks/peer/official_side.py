@@ -24,6 +24,9 @@ import types
 from pathlib import Path
 from typing import Any
 
+# Run as a script in the official environment: this folder is on sys.path, langbridge is not installed.
+from proc_memory import reset_peak_rss, rss_mb
+
 # The harness's module-level imports that its generation path never uses; stood in (with --allow-stubs) where the
 # environment lacks them (the offline GPU machine).
 STUBBABLE = ("datasets", "sqlitedict", "sacrebleu", "sklearn", "sklearn.metrics", "omegaconf", "peft")
@@ -99,25 +102,6 @@ def _dtype(name: str) -> Any:
     import torch
 
     return {"fp32": torch.float32, "bf16": torch.bfloat16}[name]
-
-
-def _rss_mb(field: str) -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS counter (VmHWM), so the peak measures generation and not loading."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 def load(args: argparse.Namespace) -> dict[str, Any]:
@@ -237,8 +221,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    load_peak = _rss_mb("VmHWM")  # loading included; reset next, so the peak below is generation's
-    reset = _reset_peak_rss()
+    load_peak = rss_mb("VmHWM")  # loading included; reset next, so the peak below is generation's
+    reset = reset_peak_rss()
     tokens: list[list[int]] = []
     texts: list[str] = []
     start = time.perf_counter()
@@ -262,7 +246,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         "tokens_per_s": n_tokens / seconds,
         "tokens": tokens,
         "texts": texts,
-        "peak_rss_mb": _rss_mb("VmHWM") if reset else None,
+        "peak_rss_mb": rss_mb("VmHWM") if reset else None,
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
         "meta": loaded["meta"],
     }

@@ -31,30 +31,13 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `langbri
 import torch
 
 from benchmarks.peer.legacy import write_legacy_copy, write_official_checkpoint
+from benchmarks.peer.proc_memory import reset_peak_rss, rss_mb
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # The official harness's MGSM context without an instruction template (lm_eval/tasks/mgsm.py, doc_to_text for a
 # test document): the English question word, also for Swahili.
 HARNESS_CONTEXT = "Question: {question}\nStep-by-Step Answer:"
 LM_CHECK_TEXT = "Question: Janet's ducks lay 16 eggs per day. How many eggs does she sell?\nAnswer:"
-
-
-def _rss_mb(field: str) -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -185,8 +168,8 @@ def _measure(args: argparse.Namespace, system_mode: str, work: Any) -> None:
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        load_peak = _rss_mb("VmHWM")  # loading included; reset next, so the peak below is generation's
-        reset = _reset_peak_rss()
+        load_peak = rss_mb("VmHWM")  # loading included; reset next, so the peak below is generation's
+        reset = reset_peak_rss()
         start = time.perf_counter()
         tokens = work(model, processor, texts, args.new_tokens)
         if cuda:
@@ -204,8 +187,8 @@ def _measure(args: argparse.Namespace, system_mode: str, work: Any) -> None:
         "tokens_per_s": n_tokens / seconds,
         "tokens": tokens,
         "texts": [processor.lm_tokenizer.decode(t, skip_special_tokens=True) for t in tokens],
-        "peak_rss_mb": _rss_mb("VmHWM") if reset else None,
-        "peak_rss_process_mb": max(filter(None, [load_peak, _rss_mb("VmHWM")]), default=None),
+        "peak_rss_mb": rss_mb("VmHWM") if reset else None,
+        "peak_rss_process_mb": max(filter(None, [load_peak, rss_mb("VmHWM")]), default=None),
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
         "meta": _meta(args),
     }
@@ -300,7 +283,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
             "--overwrite",
         ]
         torch.set_num_threads(args.threads)
-        reset = _reset_peak_rss()  # the model loads inside the command: this peak includes loading
+        reset = reset_peak_rss()  # the model loads inside the command: this peak includes loading
         start = time.perf_counter()
         rc = cli_main(argv)
         seconds = time.perf_counter() - start
@@ -325,8 +308,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         "tokens_per_s": sum(counts) / seconds,
         "texts": outputs,
         "argv": argv,
-        "peak_rss_mb": _rss_mb("VmHWM") if reset else None,
-        "peak_rss_process_mb": _rss_mb("VmHWM"),
+        "peak_rss_mb": rss_mb("VmHWM") if reset else None,
+        "peak_rss_process_mb": rss_mb("VmHWM"),
         "peak_gpu_mb": None,
         "meta": _meta(args),
     }

@@ -4,16 +4,18 @@ settings and peak memory."""
 from __future__ import annotations
 
 import errno
+import gzip
+import json
 import os
 import re
 import resource
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
 def _umask_mode(full: int) -> int:
@@ -86,15 +88,18 @@ def reporting_disk_full(
         raise
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a file so that readers see either the old or the new content, never a partial one."""
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], binary: bool = False) -> Path:
+    """Write a file so that readers see either the old or the new content, never a partial one: `write(handle)`
+    fills a temporary file in the same folder, which is synced and then renamed over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with reporting_disk_full(path, f"{path.name} was left as it was"):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
+            with os.fdopen(
+                fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})
+            ) as handle:
+                write(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
             # mkstemp creates 0600 files; give the result the permissions a plain write would have.
@@ -103,6 +108,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """`atomic_write` of a text."""
+    atomic_write(path, lambda handle: handle.write(text))
 
 
 def check_replaceable(path: str | os.PathLike, overwrite: bool, flag: str = "--overwrite") -> None:
@@ -177,6 +188,25 @@ def utf8_lines(
             yield lineno, raw.decode("utf-8")
         except UnicodeDecodeError as err:
             raise error(not_utf8_message(path, err, lineno)) from None
+
+
+def iter_jsonl(path: str | os.PathLike, error: type[Exception] = ValueError) -> Iterator[dict]:
+    """The JSON objects of a .jsonl (or .jsonl.gz) file, skipping blank lines; a line that is not UTF-8, not
+    JSON or not an object raises `error` naming the file and line."""
+    path = Path(path)
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as handle:
+        for lineno, line in utf8_lines(handle, path, error):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise error(
+                    f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object"
+                ) from exc
+            if not isinstance(row, dict):
+                raise error(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}")
+            yield row
 
 
 def resolve_model_name(name_or_path: str | os.PathLike) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from langbridge.training.config import DataSource
-from langbridge.utils import find_data_dir, hub_offline, utf8_lines
+from langbridge.utils import find_data_dir, hub_offline, iter_jsonl
 
 logger = logging.getLogger("langbridge.training")
 
@@ -91,22 +91,6 @@ def detect_format(path: Path, declared: str) -> str:
     return SUFFIX_FORMATS[suffix]
 
 
-def _iter_jsonl(path: Path) -> Iterator[dict]:
-    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as handle:
-        for lineno, line in utf8_lines(handle, path, DataError):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(
-                    f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object"
-                ) from exc
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}")
-            yield row
-
-
 def _iter_json(path: Path) -> Iterator[dict]:
     with _open_text(path) as handle:
         text = handle.read()
@@ -114,7 +98,7 @@ def _iter_json(path: Path) -> Iterator[dict]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data":  # JSON lines saved under a .json name (common for HF exports)
-            yield from _iter_jsonl(path)
+            yield from iter_jsonl(path, DataError)
             return
         raise DataError(f"{path}: not valid JSON ({exc}); use a list of objects or JSON lines") from exc
     if isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -171,7 +155,7 @@ def _iter_tsv(path: Path, columns: list[str] | None) -> Iterator[dict]:
 def iter_local(path: Path, source: DataSource) -> Iterator[dict]:
     fmt = detect_format(path, source.format)
     if fmt == "jsonl":
-        return _iter_jsonl(path)
+        return iter_jsonl(path, DataError)
     if fmt == "json":
         return _iter_json(path)
     if fmt == "txt":

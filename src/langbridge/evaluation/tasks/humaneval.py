@@ -9,10 +9,9 @@ sampling n completions gives pass@k. Code is completion-style for every LM: no c
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 
+from ...utils import iter_jsonl
 from ..data import DataSource
 from ..requests import GenerationRequest, PromptStyle
 from ..scoring import truncate_at_stop
@@ -31,12 +30,6 @@ MT_FILE_NAMES = {
 }
 MT_LANGUAGES = tuple(MT_FILE_NAMES) + tuple(f"{lang}_anon" for lang in MT_FILE_NAMES)
 MT_LOW_RESOURCE = frozenset(lang for lang in MT_LANGUAGES if not lang.startswith("en"))
-
-
-def _read_jsonl(path) -> list[dict]:
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def _examples(rows: list[dict], language: str, where: str) -> list[Example]:
@@ -62,7 +55,7 @@ def _examples(rows: list[dict], language: str, where: str) -> list[Example]:
 def load_humaneval(source: DataSource, language: str, split: str) -> list[Example]:
     path = source.find("humaneval", "HumanEval.jsonl.gz") or source.find("humaneval", "HumanEval.jsonl")
     if path is not None:
-        return _examples(_read_jsonl(path), language, str(path))
+        return _examples(list(iter_jsonl(path)), language, str(path))
     rows = source.hub(
         "HumanEval",
         source.expected("humaneval", "HumanEval.jsonl.gz"),
@@ -84,7 +77,7 @@ def load_humaneval_mt(source: DataSource, language: str, split: str) -> list[Exa
             "the hub: copy data/humaneval/humaneval_<language>[_anon].json from github.com/kaistAI/LangBridge into "
             "that folder (JSON lines despite the .json name), or pass --data-dir / --task-dir humaneval-mt=DIR."
         )
-    return _examples(_read_jsonl(path), language, str(path))
+    return _examples(list(iter_jsonl(path)), language, str(path))
 
 
 def build_code(
