@@ -108,8 +108,20 @@ def test_labeled_run_saves_a_loadable_adapter_that_learned(tiny_dirs, tmp_path):
     rows = read_metrics(out)
     train_log = [r for r in rows if r["split"] == "train"]
     assert [r["step"] for r in train_log] == list(range(1, 13))
-    for key in ("loss", "lr", "grad_norm", "tokens_per_s", "cpu_s", "peak_rss_mb", "elapsed_s"):
+    for key in (
+        "loss",
+        "lr",
+        "grad_norm",
+        "tokens_per_s",
+        "cpu_s",
+        "peak_rss_mb",
+        "elapsed_s",
+        "enc_eos_norm",
+    ):
         assert all(r[key] is not None for r in train_log), key
+    # The bridge's output scale is logged (docs/science.md): positive, and it moves as the bridge trains.
+    norms = [r["soft_token_norm"] for r in train_log]
+    assert all(n is not None and n > 0 for n in norms) and norms[0] != norms[-1]
     assert train_log[0]["lr"] == pytest.approx(5e-3)  # constant schedule
     evals = eval_rows(out)
     assert [s for s, _ in evals] == [0, 4, 8, 12]  # step 0: the untrained bridge, the baseline

@@ -49,3 +49,31 @@ class MetricsWriter:
             self.accelerator.log(
                 {f"{row.get('split', 'train')}/{k}": v for k, v in values.items()}, step=row["step"]
             )
+
+
+class BridgeOutputNorms:
+    """Where the bridge's outputs sit against the LM's embedding scale (docs/science.md's diagnosis): a forward
+    hook on the bridge averages the L2 norm of the soft tokens it produced (real encoder tokens, not padding or
+    enc_eos) in training mode over a logging window; `row()` returns it with enc_eos's norm and starts a new window."""
+
+    def __init__(self, bridge: Any):
+        self.bridge = bridge
+        self.total, self.count = 0.0, 0
+        self.handle = bridge.register_forward_hook(self._record)
+
+    def _record(self, module: Any, inputs: Any, output: tuple[Any, Any]) -> None:
+        if not module.training:
+            return  # held-out passes are not training steps
+        embeds, mask = output
+        real = embeds[:, :-1][mask[:, :-1].bool()].detach()
+        if real.numel():
+            self.total += float(real.float().norm(dim=-1).mean())
+            self.count += 1
+
+    def row(self) -> dict[str, float | None]:
+        out = {
+            "soft_token_norm": self.total / self.count if self.count else None,
+            "enc_eos_norm": float(self.bridge.enc_eos.detach().float().norm()),
+        }
+        self.total, self.count = 0.0, 0
+        return out

@@ -35,7 +35,7 @@ from langbridge.training.checkpointing import (
 from langbridge.training.checkpointing import list_checkpoints as list_checkpoints  # noqa: F401 (public name)
 from langbridge.training.config import ConfigError, TrainConfig, flatten_config, model_settings, validate
 from langbridge.training.data import TrainData, build_data
-from langbridge.training.metrics import METRICS, MetricsWriter
+from langbridge.training.metrics import METRICS, BridgeOutputNorms, MetricsWriter
 from langbridge.utils import atomic_write_text, peak_rss_mb, torch_threads
 
 logger = logging.getLogger("langbridge.training")
@@ -437,6 +437,7 @@ def _train(cfg: TrainConfig, resume: bool | str) -> Path:
     start_step, start_elapsed = pos.step, pos.elapsed
     last_eval = float("nan")
     grad_norm = None
+    norms = BridgeOutputNorms(accelerator.unwrap_model(model).bridge)
     if data.eval_examples and cfg.eval_interval and pos.step == 0:
         # The untrained bridge's held-out loss: the baseline the later evaluations are compared with.
         last_eval = held_out_loss(model, accelerator, data.eval_examples, collator, eval_bs)
@@ -498,6 +499,7 @@ def _train(cfg: TrainConfig, resume: bool | str) -> Path:
                 # it, since wall time there depends on what else runs.
                 "cpu_s": time.process_time() - window_cpu,
                 "peak_rss_mb": round(peak_rss_mb(), 1),
+                **norms.row(),
             }
             if torch.cuda.is_available():
                 row["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
