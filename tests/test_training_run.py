@@ -304,6 +304,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow  # subprocesses (still run by default and in CI)
 def test_resume_after_sigkill_repeats_the_uninterrupted_loss_curve(tiny_dirs, tmp_path):
     settings = {
         "max_steps": 12,
@@ -396,6 +397,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # subprocesses (still run by default and in CI)
 def test_two_process_accelerate_run_matches_gradient_accumulation(tiny_dirs, tmp_path):
     """DDP over 2 CPU processes (batch 2 each) computes the same steps as 1 process accumulating 2 batches of 2."""
     common = {"batch_size": 2, "effective_batch_size": 4, "max_steps": 5, "eval_interval": 5}
