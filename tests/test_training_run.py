@@ -287,9 +287,9 @@ def test_compiled_layers_give_the_eager_loss_and_gradients(tiny_langbridge):
 
 PAUSE_WRAPPER = """
 import os, sys, time
-from langbridge.training import recipe
+from langbridge.training import checkpointing
 pause_in = os.environ["LB_TEST_PAUSE_IN"]
-fsync_tree = recipe._fsync_tree
+fsync_tree = checkpointing._fsync_tree
 
 def fsync_then_hang(root):
     # Files of the checkpoint are written but not yet renamed into place: the worst moment to die.
@@ -298,7 +298,7 @@ def fsync_then_hang(root):
         print("PAUSED", flush=True)
         time.sleep(600)
 
-recipe._fsync_tree = fsync_then_hang
+checkpointing._fsync_tree = fsync_then_hang
 from langbridge.cli import main
 sys.exit(main(sys.argv[1:]))
 """
