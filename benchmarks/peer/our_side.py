@@ -294,7 +294,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
             for f in sorted(Path(out_dir).glob("predictions/*.jsonl"))
             for line in f.open(encoding="utf-8")
         ]
-    tok = load_lm_tokenizer(str(assets / "ours"))
+    tok = load_lm_tokenizer(str(assets / "ours" / "lm_tokenizer"))  # where a checkpoint keeps it
     outputs = [r.get("output", "") for r in rows]
     counts = [len(tok(o, add_special_tokens=False)["input_ids"]) for o in outputs]
     result = {
