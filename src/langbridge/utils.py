@@ -190,9 +190,11 @@ def utf8_lines(
             raise error(not_utf8_message(path, err, lineno)) from None
 
 
-def iter_jsonl(path: str | os.PathLike, error: type[Exception] = ValueError) -> Iterator[dict]:
-    """The JSON objects of a .jsonl (or .jsonl.gz) file, skipping blank lines; a line that is not UTF-8, not
-    JSON or not an object raises `error` naming the file and line."""
+def numbered_jsonl(
+    path: str | os.PathLike, error: type[Exception] = ValueError
+) -> Iterator[tuple[int, dict]]:
+    """(line number, JSON object) for each line of a .jsonl (or .jsonl.gz) file, skipping blank lines; a line
+    that is not UTF-8, not JSON or not an object raises `error` naming the file and line."""
     path = Path(path)
     with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as handle:
         for lineno, line in utf8_lines(handle, path, error):
@@ -206,7 +208,13 @@ def iter_jsonl(path: str | os.PathLike, error: type[Exception] = ValueError) -> 
                 ) from exc
             if not isinstance(row, dict):
                 raise error(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}")
-            yield row
+            yield lineno, row
+
+
+def iter_jsonl(path: str | os.PathLike, error: type[Exception] = ValueError) -> Iterator[dict]:
+    """The JSON objects of a .jsonl (or .jsonl.gz) file (`numbered_jsonl` without the line numbers)."""
+    for _, row in numbered_jsonl(path, error):
+        yield row
 
 
 def resolve_model_name(name_or_path: str | os.PathLike) -> str:

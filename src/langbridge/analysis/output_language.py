@@ -12,7 +12,6 @@ candidate language". Use ``all_languages=True`` to let any lingua language count
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from collections import Counter, defaultdict
@@ -22,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..utils import utf8_lines
+from ..utils import numbered_jsonl
 from .languages import LanguageInfo, code_for_lingua_name, resolve_language
 
 CATEGORIES: tuple[str, ...] = ("input_language", "english", "other", "undetermined")
@@ -191,50 +190,37 @@ def read_predictions(paths: Sequence[str | Path]) -> list[PredictionRecord]:
     records: list[PredictionRecord] = []
     scored_only = 0
     for path in find_prediction_files(paths):
-        with open(path, "rb") as handle:
-            for lineno, line in utf8_lines(handle, path):
-                if not line.strip():
-                    continue
-                where = f"{path}:{lineno}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(
-                        f"{where}: not valid JSON ({err.msg}); expected one JSON object per line."
-                    ) from err
-                if not isinstance(row, dict):
-                    raise ValueError(f"{where}: expected a JSON object per line, got {type(row).__name__}.")
-                lang_key = _first_key(row, LANGUAGE_KEYS)
-                out_key = _first_key(row, OUTPUT_KEYS)
-                if lang_key is None or out_key is None:
-                    missing = "a language key (language/lang)" if lang_key is None else ""
-                    if out_key is None:
-                        missing += (
-                            (" and " if missing else "") + "an output key (" + "/".join(OUTPUT_KEYS) + ")"
-                        )
-                    raise ValueError(
-                        f"{where}: record lacks {missing}; expected the predictions format of `langbridge eval` "
-                        '({"task", "language", "output", "id", ...}).'
-                    )
-                try:
-                    info = resolve_language(str(row[lang_key]))
-                except ValueError as err:
-                    raise ValueError(f"{where}: {err}") from err
-                output = row[out_key]
-                if isinstance(output, list | dict):
-                    # Log-likelihood tasks (XCOPA) store choice scores, not generated text: nothing to identify.
-                    scored_only += 1
-                    continue
-                records.append(
-                    PredictionRecord(
-                        task=str(row.get("task") or path.stem),
-                        language=info,
-                        raw_language=str(row[lang_key]),
-                        output="" if output is None else str(output),
-                        id=str(row.get("id", lineno)),
-                        source=where,
-                    )
+        for lineno, row in numbered_jsonl(path):
+            where = f"{path}:{lineno}"
+            lang_key = _first_key(row, LANGUAGE_KEYS)
+            out_key = _first_key(row, OUTPUT_KEYS)
+            if lang_key is None or out_key is None:
+                missing = "a language key (language/lang)" if lang_key is None else ""
+                if out_key is None:
+                    missing += (" and " if missing else "") + "an output key (" + "/".join(OUTPUT_KEYS) + ")"
+                raise ValueError(
+                    f"{where}: record lacks {missing}; expected the predictions format of `langbridge eval` "
+                    '({"task", "language", "output", "id", ...}).'
                 )
+            try:
+                info = resolve_language(str(row[lang_key]))
+            except ValueError as err:
+                raise ValueError(f"{where}: {err}") from err
+            output = row[out_key]
+            if isinstance(output, list | dict):
+                # Log-likelihood tasks (XCOPA) store choice scores, not generated text: nothing to identify.
+                scored_only += 1
+                continue
+            records.append(
+                PredictionRecord(
+                    task=str(row.get("task") or path.stem),
+                    language=info,
+                    raw_language=str(row[lang_key]),
+                    output="" if output is None else str(output),
+                    id=str(row.get("id", lineno)),
+                    source=where,
+                )
+            )
     if not records:
         why = (
             "they hold only log-likelihood tasks (choice scores, no generated text): pass generation tasks "
