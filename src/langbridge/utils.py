@@ -287,12 +287,12 @@ DATA_ENV_VAR = "LANGBRIDGE_DATA"
 
 def find_data_dir(
     explicit: str | os.PathLike | None,
-    not_a_dir: Any,
+    not_a_dir: Callable[[str | None], Exception],
     fallbacks: Iterable[Path],
 ) -> Path | None:
     """The shared data root, one rule for training and evaluation: an explicit folder, else $LANGBRIDGE_DATA,
-    else the first existing fallback (e.g. ../shared/data). `not_a_dir(what)` builds the caller's error for a
-    given folder that is not a directory (`what`: "explicit" or the env var's name and value)."""
+    else the first existing fallback (e.g. ../shared/data). `not_a_dir(env)` builds the caller's error for a
+    given folder that is not a directory (`env`: None for the explicit folder, else $LANGBRIDGE_DATA's value)."""
     if explicit:
         path = Path(explicit).expanduser()
         if not path.is_dir():

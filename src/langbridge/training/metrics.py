@@ -65,14 +65,15 @@ class BridgeOutputNorms:
         if not module.training:
             return  # held-out passes are not training steps
         embeds, mask = output
-        real = embeds[:, :-1][mask[:, :-1].bool()].detach()
-        if real.numel():
-            self.total += float(real.float().norm(dim=-1).mean())
-            self.count += 1
+        # Masked mean kept on the device: no host sync in the training step (read once per window in `row`).
+        real = mask[:, :-1].to(embeds.dtype)
+        norms = embeds[:, :-1].detach().float().norm(dim=-1)
+        self.total = self.total + (norms * real).sum() / real.sum().clamp_min(1)
+        self.count += 1
 
     def row(self) -> dict[str, float | None]:
         out = {
-            "soft_token_norm": self.total / self.count if self.count else None,
+            "soft_token_norm": float(self.total) / self.count if self.count else None,
             "enc_eos_norm": float(self.bridge.enc_eos.detach().float().norm()),
         }
         self.total, self.count = 0.0, 0
